@@ -1,0 +1,1 @@
+"""Task-parameterised Gymnasium environments for meta-RL; importing registers them."""

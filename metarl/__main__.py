@@ -1,0 +1,5 @@
+"""``python -m metarl`` is the ``metarl`` command."""
+
+from metarl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Policies: plain ``nn.Module``s whose ``forward(obs)`` returns a ``torch.distributions`` object.
+
+Two families, as in Finn et al. 2017 sec. 5.3 and Duan et al. 2016 (arXiv 1604.06778):
+a Gaussian MLP with a state-independent learned log-std for continuous actions, and a
+categorical MLP for discrete ones. Distributions are built with ``validate_args=False``
+so that they can be created inside ``torch.func`` transforms.
+
+Meta-RL needs one policy per task after adaptation. :func:`policy_distribution` runs the
+module once for all tasks with stacked parameters (``torch.func.vmap``) and returns one
+distribution whose batch shape starts with the task dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
+
+from metarl.maml import functional_forward
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+#: Named architectures: the paper's 2x100 ReLU (Finn et al. 2017, sec. 5.3) and the
+#: common 2x64 tanh (Duan et al. 2016; the reference PyTorch implementation's default).
+PRESETS: dict[str, tuple[tuple[int, ...], str]] = {
+    "paper": ((100, 100), "relu"),
+    "small": ((64, 64), "tanh"),
+}
+
+
+def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
+    """Linear layers of ``sizes`` with ``activation`` between them (none after the last)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} is not one of {sorted(ACTIVATIONS)}")
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class GaussianMLPPolicy(nn.Module):
+    """pi(a|s) = N(mu_theta(s), diag(exp(log_std))^2), log_std a learned vector.
+
+    ``forward(obs [..., obs_dim])`` returns ``Independent(Normal)`` with batch shape ``[...]``
+    and event shape ``[act_dim]``; ``log_prob`` sums over action dimensions.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        init_std: float = 1.0,
+        min_log_std: float = -6.0,
+    ) -> None:
+        super().__init__()
+        self.mu = mlp([obs_dim, *hidden_sizes, act_dim], activation)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(torch.tensor(init_std).log())))
+        self.min_log_std = float(min_log_std)
+
+    def forward(self, obs: torch.Tensor) -> Distribution:
+        loc = self.mu(obs)
+        scale = self.log_std.clamp(min=self.min_log_std).exp().expand_as(loc)
+        return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+
+class CategoricalMLPPolicy(nn.Module):
+    """pi(a|s) = Categorical(softmax(f_theta(s))) for discrete actions; ``forward`` returns it."""
+
+    def __init__(
+        self, obs_dim: int, num_actions: int, hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh"
+    ) -> None:
+        super().__init__()
+        self.logits = mlp([obs_dim, *hidden_sizes, num_actions], activation)
+
+    def forward(self, obs: torch.Tensor) -> Distribution:
+        return Categorical(logits=self.logits(obs), validate_args=False)
+
+
+def _flatten(dist: Distribution) -> tuple[str, tuple[torch.Tensor, ...]]:
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        return "normal", (dist.base_dist.loc, dist.base_dist.scale)
+    if isinstance(dist, Categorical):
+        return "categorical", (dist.logits,)
+    raise TypeError(f"policy_distribution supports Independent(Normal) and Categorical, got {type(dist)}")
+
+
+def _unflatten(kind: str, tensors: Sequence[torch.Tensor]) -> Distribution:
+    if kind == "normal":
+        loc, scale = tensors
+        return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+    return Categorical(logits=tensors[0], validate_args=False)
+
+
+def policy_distribution(
+    policy: nn.Module, params: Mapping[str, torch.Tensor], obs: torch.Tensor, *, per_task: bool
+) -> Distribution:
+    """The policy's action distribution at ``obs`` under ``params``.
+
+    Args:
+        policy: a module whose ``forward`` returns ``Independent(Normal)`` or ``Categorical``.
+        params: shared parameters, or with ``per_task=True`` parameters stacked over tasks
+            (each tensor ``[N, *shape]``, e.g. the output of ``adapt_batched``).
+        obs: ``[..., obs_dim]``; with ``per_task=True``, ``[N, ..., obs_dim]``.
+
+    Returns a distribution with batch shape ``obs.shape[:-1]``, differentiable in ``params``.
+    """
+    if not per_task:
+        return functional_forward(policy, params, obs)
+    kind: list[str] = []
+
+    def one(p: Mapping[str, torch.Tensor], o: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        k, tensors = _flatten(functional_forward(policy, p, o))
+        kind.append(k)
+        return tensors
+
+    tensors = torch.func.vmap(one)(dict(params), obs)
+    return _unflatten(kind[0], tensors)
+
+
+def sample_actions(dist: Distribution, generator: torch.Generator | None) -> torch.Tensor:
+    """Draw one action per batch element from ``dist`` using an explicit ``generator``.
+
+    ``torch.distributions`` sample from the global RNG; this draws the noise from
+    ``generator`` instead so that rollouts are reproducible from a seed.
+    """
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        base = dist.base_dist
+        noise = torch.randn(base.loc.shape, generator=generator, dtype=base.loc.dtype, device=base.loc.device)
+        return base.loc + base.scale * noise
+    if isinstance(dist, Categorical):
+        probs = dist.probs.reshape(-1, dist.probs.shape[-1])
+        idx = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return idx.reshape(dist.probs.shape[:-1])
+    raise TypeError(f"sample_actions supports Independent(Normal) and Categorical, got {type(dist)}")

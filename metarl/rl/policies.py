@@ -19,8 +19,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from metarl.maml import functional_forward
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+from metarl.nets import ACTIVATIONS, mlp  # noqa: F401  (re-exported)
 
 #: Named architectures: the paper's 2x100 ReLU (Finn et al. 2017, sec. 5.3) and the
 #: common 2x64 tanh (Duan et al. 2016; the reference PyTorch implementation's default).
@@ -28,18 +27,6 @@ PRESETS: dict[str, tuple[tuple[int, ...], str]] = {
     "paper": ((100, 100), "relu"),
     "small": ((64, 64), "tanh"),
 }
-
-
-def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
-    """Linear layers of ``sizes`` with ``activation`` between them (none after the last)."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation={activation!r} is not one of {sorted(ACTIVATIONS)}")
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            layers.append(ACTIVATIONS[activation]())
-    return nn.Sequential(*layers)
 
 
 class GaussianMLPPolicy(nn.Module):

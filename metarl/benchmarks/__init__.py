@@ -1,0 +1,1 @@
+"""Benchmarks behind `metarl bench` (scripts in benchmarks/ call these)."""

@@ -1,0 +1,140 @@
+"""The ``metarl`` command: ``train``, ``evaluate``, ``bench``, ``envs``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from metarl.checkpoint import CheckpointError
+from metarl.config import ConfigError
+
+
+def _threads() -> None:
+    """One torch thread unless the user says otherwise (METARL_THREADS): see README, 'Threads'."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("METARL_THREADS", "1")))
+
+
+def _baselines(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--baseline {item!r}: expected NAME=RUN_DIR, e.g. --baseline pretrained=runs/pre-1")
+        name, path = item.split("=", 1)
+        out[name] = path
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from metarl.config import load_config, parse_overrides
+    from metarl.train import train
+
+    overrides = list(args.set)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+    if args.resume:
+        if args.config:
+            print(f"[metarl] --resume: using the config saved in {args.resume}; {args.config} is ignored",
+                  file=sys.stderr)
+        train(resume=args.resume, overrides=parse_overrides(overrides))
+        return 0
+    if not args.config:
+        raise ConfigError("metarl train needs a CONFIG file (e.g. experiments/configs/sinusoid.yaml) or --resume DIR")
+    cfg = load_config(args.config, overrides)
+    train(cfg, logdir=args.logdir)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from metarl.evaluate import evaluate, format_table, plot, write_json
+
+    result = evaluate(
+        args.run, n_tasks=args.tasks, steps=args.steps, shots=args.shots, seed=args.seed,
+        baselines=_baselines(args.baseline), pretrain_iterations=args.pretrain_iterations,
+    )
+    print(format_table(result))
+    out = args.out
+    if out is None:
+        run = Path(args.run)
+        out = (run if run.is_dir() else run.parent) / "eval.json"
+    write_json(result, out)
+    print(f"[metarl] wrote {out}", file=sys.stderr)
+    if args.plot:
+        plot(result, args.plot)
+        print(f"[metarl] wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    import envs
+
+    print(envs.format_envs_table())
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    rest = args.rest
+    if args.what == "envs":
+        from metarl.benchmarks.envs import main as bench
+    elif args.what == "maml":
+        from metarl.benchmarks.maml import main as bench
+    elif args.what == "fewshot":
+        from metarl.benchmarks.fewshot import main as bench
+    elif args.what == "rl":
+        from metarl.benchmarks.rl import main as bench
+    else:  # pragma: no cover - argparse restricts choices
+        raise ValueError(args.what)
+    return int(bench(rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="metarl", description="Model-Agnostic Meta-Learning (Finn et al. 2017)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="meta-train from a YAML config")
+    t.add_argument("config", nargs="?", help="experiments/configs/<benchmark>.yaml")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    t.add_argument("--logdir", help="run directory (default runs/<name>-<time>)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", choices=["cpu", "cuda"])
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="adapt on fresh held-out tasks; JSON (+ plot)")
+    e.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
+    e.add_argument("--tasks", type=int, help="held-out tasks (default: eval.test_tasks of the run)")
+    e.add_argument("--steps", type=int, help="gradient steps (default: inner.test_steps of the run)")
+    e.add_argument("--shots", type=int, help="K support examples (sinusoid)")
+    e.add_argument("--seed", type=int, default=1, help="seed of the held-out tasks")
+    e.add_argument("--out", help="JSON file (default RUN_DIR/eval.json)")
+    e.add_argument("--plot", help="PNG file of the adaptation curves")
+    e.add_argument("--baseline", action="append", default=[], metavar="NAME=RUN_DIR",
+                   help="a baseline run to evaluate the same way (e.g. pretrained=runs/...)")
+    e.add_argument("--pretrain-iterations", type=int, default=10_000,
+                   help="sinusoid: train the pretrained baseline in-process for N iterations when "
+                        "--baseline pretrained=... is not given (0: skip)")
+    e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("bench", help="throughput benchmarks against the measured limit or a peer")
+    b.add_argument("what", choices=["envs", "maml", "fewshot", "rl"])
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (--help)")
+    b.set_defaults(func=cmd_bench)
+
+    v = sub.add_parser("envs", help="list the environments, their task spaces and horizons")
+    v.set_defaults(func=cmd_envs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _threads()
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+        print(f"metarl: error: {e}", file=sys.stderr)
+        return 2

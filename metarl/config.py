@@ -1,0 +1,313 @@
+"""Configs: dataclasses loaded from YAML, dotted ``--set`` overrides, validation up front.
+
+One home per hyperparameter: every key is a dataclass field with a one-line ``help`` and,
+where it has one, its allowed range. Loading rejects an unknown key, a wrong type or an
+out-of-range value with a :class:`ConfigError` naming the key, the value and what is
+allowed, before any work starts (the CLI turns it into exit code 2).
+
+The ``benchmark`` key picks the config class (and the learner): ``sinusoid``,
+``classification`` or ``rl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config (file, override or value) that cannot be used; the message says how to fix it."""
+
+
+# ---------------------------------------------------------------------------- field helpers
+Check = Callable[[Any], bool]
+
+
+def _f(default: Any, help: str, check: Check | None = None, allowed: str = "", factory: bool = False) -> Any:
+    meta = {"help": help, "check": check, "allowed": allowed}
+    if factory:
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def positive(default: Any, help: str) -> Any:
+    return _f(default, help, lambda v: v > 0, "a number > 0")
+
+
+def nonneg(default: Any, help: str) -> Any:
+    return _f(default, help, lambda v: v >= 0, "a number >= 0")
+
+
+def choice(default: Any, help: str, options: Sequence[Any]) -> Any:
+    opts = list(options)
+    return _f(default, help, lambda v: v in opts, f"one of {opts}")
+
+
+def unit(default: float, help: str) -> Any:
+    return _f(default, help, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+
+
+def section(cls: type, help: str) -> Any:
+    return _f(cls, help, factory=True)
+
+
+# ---------------------------------------------------------------------------- shared sections
+@dataclass
+class InnerConfig:
+    """The inner (adaptation) loop, Finn et al. 2017 eq. (1)."""
+
+    lr: float = positive(0.01, "inner learning rate alpha (initial value when learn_lr)")
+    steps: int = nonneg(1, "inner gradient steps during meta-training")
+    first_order: bool = _f(False, "drop second-order terms (FOMAML)")
+    learn_lr: bool = _f(False, "learn a per-parameter inner lr with the outer optimiser (Meta-SGD)")
+    test_steps: int = nonneg(10, "gradient steps at evaluation (metrics after 0..test_steps)")
+
+
+@dataclass
+class EvalConfig:
+    """Validation during training and the defaults of ``metarl evaluate``."""
+
+    every: int = positive(500, "validate (and maybe write best.pt) every N iterations")
+    tasks: int = positive(100, "held-out validation tasks at each validation")
+    test_tasks: int = positive(600, "fresh tasks used by `metarl evaluate` by default")
+
+
+@dataclass
+class CommonConfig:
+    """Keys every benchmark shares (DESIGN.md)."""
+
+    benchmark: str = choice("sinusoid", "benchmark family", ["sinusoid", "classification", "rl"])
+    name: str = _f("run", "run name (log dir defaults to runs/<name>-<time>)", lambda v: bool(v), "non-empty")
+    seed: int = nonneg(0, "seed of every random stream of the run")
+    num_iterations: int = positive(1000, "meta-iterations (outer updates)")
+    meta_batch_size: int = positive(25, "tasks per meta-iteration")
+    inner: InnerConfig = section(InnerConfig, "inner loop")
+    device: str = choice("cpu", "device for the meta-update", ["cpu", "cuda"])
+    log_every: int = positive(100, "write metrics every N iterations")
+    checkpoint_every: int = positive(1000, "write checkpoints/last.pt every N iterations")
+    eval: EvalConfig = section(EvalConfig, "validation and evaluation")
+
+
+# ---------------------------------------------------------------------------- sinusoid
+@dataclass
+class SinusoidTaskConfig:
+    """Sinusoid regression tasks, Finn et al. 2017 sec. 5.1."""
+
+    amplitude: list[float] = _f(lambda: [0.1, 5.0], "amplitude range [low, high]", factory=True)
+    phase: list[float] = _f(lambda: [0.0, 3.141592653589793], "phase range [low, high]", factory=True)
+    x_range: list[float] = _f(lambda: [-5.0, 5.0], "input range [low, high]", factory=True)
+    shots: int = positive(10, "K support points per task")
+    query: int = positive(10, "query points per task")
+
+
+@dataclass
+class MLPConfig:
+    """A fully connected regression network."""
+
+    hidden: list[int] = _f(lambda: [40, 40], "hidden layer sizes", factory=True)
+    activation: str = choice("relu", "hidden activation", ["relu", "tanh"])
+
+
+@dataclass
+class OptimConfig:
+    """The outer optimiser (Adam)."""
+
+    lr: float = positive(1e-3, "Adam learning rate beta")
+    grad_clip: float = nonneg(0.0, "clip the meta-gradient norm (0 disables)")
+
+
+@dataclass
+class SinusoidConfig(CommonConfig):
+    """Sinusoid regression (Finn et al. 2017 sec. 5.1)."""
+
+    task: SinusoidTaskConfig = section(SinusoidTaskConfig, "task distribution")
+    model: MLPConfig = section(MLPConfig, "network")
+    optim: OptimConfig = section(OptimConfig, "outer optimiser")
+    algorithm: str = choice("maml", "maml, or pretrain (joint regression, the paper's baseline)",
+                            ["maml", "pretrain"])
+
+
+# ---------------------------------------------------------------------------- classification
+@dataclass
+class DatasetConfig:
+    """An N-way K-shot image dataset."""
+
+    name: str = choice("omniglot", "dataset", ["omniglot", "miniimagenet"])
+    root: str | None = _f(None, "data root (else $METARL_DATA, else ~/.cache/metarl)")
+    download: bool = _f(False, "download the official files if missing (verified by SHA-256)")
+    split: str = choice("vinyals", "omniglot split: vinyals (the paper's) or lake", ["vinyals", "lake"])
+    ways: int = _f(5, "N classes per episode", lambda v: v >= 2, "an integer >= 2")
+    shots: int = positive(1, "K support examples per class")
+    query: int = positive(15, "query examples per class")
+    augment_rotations: bool = _f(True, "new meta-training classes from 90/180/270 degree rotations")
+    max_classes: int = nonneg(0, "use only the first N meta-training classes (0: all; for quick tests)")
+
+
+@dataclass
+class ConvConfig:
+    """The paper's conv net (4 blocks) or its fully connected net."""
+
+    kind: str = choice("conv4", "architecture", ["conv4", "fc"])
+    filters: int = positive(64, "conv filters (64 Omniglot, 32 MiniImagenet)")
+    downsample: str = choice("stride", "2x2 downsampling: strided conv or max pool", ["stride", "maxpool"])
+
+
+@dataclass
+class ClassificationConfig(CommonConfig):
+    """Few-shot classification (Finn et al. 2017 sec. 5.2, Table 1)."""
+
+    dataset: DatasetConfig = section(DatasetConfig, "dataset and episodes")
+    model: ConvConfig = section(ConvConfig, "network")
+    optim: OptimConfig = section(OptimConfig, "outer optimiser")
+
+
+CONFIG_CLASSES: dict[str, type[CommonConfig]] = {
+    "sinusoid": SinusoidConfig,
+    "classification": ClassificationConfig,
+}
+
+
+def register_config(benchmark: str, cls: type[CommonConfig]) -> None:
+    """Make ``benchmark: <name>`` load ``cls`` (used by the RL package)."""
+    CONFIG_CLASSES[benchmark] = cls
+
+
+# ---------------------------------------------------------------------------- loading
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (int -> float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin in (list, tuple):
+        (item,) = typing.get_args(tp)[:1]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: got {value!r}; expected a list of {_type_name(item)}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: got {value!r}; expected a mapping")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: got {value!r}; expected a section with keys "
+                              f"{[f.name for f in dataclasses.fields(tp)]}")
+        return _build(tp, value, key + ".")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: got {value!r}; expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: got {value!r}; expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: got {value!r}; expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: got {value!r}; expected a string")
+        return value
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields_ = {f.name: f for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in fields_:
+            raise ConfigError(f"unknown key '{prefix}{k}' (allowed here: {', '.join(sorted(fields_))})")
+    kwargs = {}
+    for name, f in fields_.items():
+        if name not in data:
+            continue
+        key = prefix + name
+        value = _coerce(data[name], hints[name], key)
+        check = f.metadata.get("check")
+        if check is not None and value is not None:
+            values = value if isinstance(value, list) else [value]
+            if not all(check(v) for v in values):
+                raise ConfigError(f"{key}: got {data[name]!r}; allowed: {f.metadata['allowed']}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: Sequence[str]) -> list[tuple[str, Any]]:
+    """``["inner.lr=0.1", ...]`` -> ``[("inner.lr", 0.1), ...]`` (values parsed as YAML)."""
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set inner.lr=0.1")
+        key, raw = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    return out
+
+
+def config_from_dict(data: Mapping[str, Any], overrides: Sequence[tuple[str, Any]] = ()) -> CommonConfig:
+    """Validate ``data`` (plus dotted overrides) into the benchmark's config dataclass."""
+    data = dict(data or {})
+    for key, value in overrides:
+        _set_dotted(data, key, value)
+    benchmark = data.get("benchmark", "sinusoid")
+    if benchmark not in CONFIG_CLASSES:
+        raise ConfigError(f"benchmark: got {benchmark!r}; allowed: one of {sorted(CONFIG_CLASSES)}")
+    cfg = _build(CONFIG_CLASSES[benchmark], data)
+    post = getattr(cfg, "validate", None)
+    if post is not None:
+        post()
+    return cfg
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> CommonConfig:
+    """Read a YAML config file, apply ``key=value`` overrides and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist (see experiments/configs/)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
+    return config_from_dict(data, parse_overrides(overrides))
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config as plain YAML-able data."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,118 @@
+"""Run logging: TensorBoard scalars, ``metrics.csv`` and a console progress line.
+
+Library code returns metric dicts with namespaced keys (``train/loss_post``,
+``val/mse_post``, ``trpo/kl``, ``time/sample_s``); only the training loop writes them.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+
+def _fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class MetricsCSV:
+    """A wide CSV, one row per logged iteration; new keys widen the header (file rewritten)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.columns: list[str] = []
+        self.rows: list[dict[str, str]] = []
+        if path.is_file():  # resume: keep what was written
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                self.columns = list(reader.fieldnames or [])
+                self.rows = list(reader)
+
+    def truncate_after(self, iteration: int) -> None:
+        """Drop rows past ``iteration`` (written after the checkpoint a resume starts from)."""
+        kept = [r for r in self.rows if int(float(r.get("iteration", 0))) <= iteration]
+        if len(kept) != len(self.rows):
+            self.rows = kept
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        with self.path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.columns)
+            w.writeheader()
+            w.writerows(self.rows)
+
+    def write(self, iteration: int, metrics: dict[str, float]) -> None:
+        row = {"iteration": str(iteration), **{k: f"{v:.6g}" for k, v in metrics.items()}}
+        new = [k for k in row if k not in self.columns]
+        self.rows.append(row)
+        if new or not self.path.is_file():
+            self.columns += new
+            self._rewrite()
+        else:
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns).writerow(row)
+
+
+class Progress:
+    """One console line: iteration, key metrics, iterations/s and ETA."""
+
+    def __init__(self, total: int, start: int = 0, stream: TextIO | None = None, every_s: float = 0.5) -> None:
+        self.total, self.start = total, start
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+        self.every_s = every_s if self.tty else 10.0
+
+    def update(self, iteration: int, shown: dict[str, float], force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last < self.every_s:
+            return
+        self.last = now
+        done = iteration - self.start
+        rate = done / max(now - self.t0, 1e-9)
+        eta = (self.total - iteration) / rate if rate > 0 else float("inf")
+        pct = 100.0 * iteration / max(self.total, 1)
+        parts = " ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in shown.items())
+        line = f"it {iteration}/{self.total} [{pct:5.1f}%] {parts} | {rate:.1f} it/s ETA {_fmt_duration(eta)}"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(100))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class RunLogger:
+    """TensorBoard + metrics.csv under one run directory."""
+
+    def __init__(self, logdir: Path, resume_iteration: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.csv = MetricsCSV(logdir / "metrics.csv")
+        if resume_iteration is not None:
+            self.csv.truncate_after(resume_iteration)
+        self.tb = SummaryWriter(str(logdir), purge_step=None if resume_iteration is None else resume_iteration + 1)
+
+    def log(self, iteration: int, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.tb.add_scalar(k, v, iteration)
+        self.csv.write(iteration, metrics)
+
+    def flush(self) -> None:
+        self.tb.flush()
+
+    def close(self) -> None:
+        self.tb.close()

@@ -168,15 +168,67 @@ class ClassificationConfig(CommonConfig):
     optim: OptimConfig = section(OptimConfig, "outer optimiser")
 
 
+# ---------------------------------------------------------------------------- meta-RL
+@dataclass
+class EnvConfig:
+    """The task-parameterised environment and how much is sampled per task."""
+
+    id: str = _f("metarl/Navigation2D-v0", "Gymnasium id (see `metarl envs`)")
+    episodes_per_task: int = positive(20, "episodes per task per sampling (paper: 20)")
+    kwargs: dict = _f(dict, "extra keyword arguments of the env", factory=True)
+    oracle: bool = _f(False, "append the task to the observation (the paper's oracle baseline)")
+
+
+@dataclass
+class PolicyConfig:
+    """A Gaussian (or categorical) MLP policy."""
+
+    hidden: list[int] = _f(lambda: [64, 64], "hidden sizes (paper: [100, 100])", factory=True)
+    activation: str = choice("tanh", "hidden activation (paper: relu)", ["tanh", "relu"])
+    init_std: float = positive(1.0, "initial action standard deviation")
+
+
+@dataclass
+class TRPOConfig:
+    """The TRPO meta-update (Schulman et al. 2015, arXiv 1502.05477)."""
+
+    max_kl: float = positive(0.01, "KL trust region delta")
+    cg_iters: int = positive(10, "conjugate-gradient iterations")
+    cg_damping: float = nonneg(1e-5, "damping added to the Fisher-vector product")
+    ls_ratio: float = _f(0.8, "backtracking ratio", lambda v: 0 < v < 1, "a number in (0, 1)")
+    ls_max_steps: int = positive(15, "backtracking steps")
+
+
+@dataclass
+class SamplerConfig:
+    """Rollout collection."""
+
+    backend: str = choice("local", "local (this machine) or ray (a cluster)", ["local", "ray"])
+    num_workers: int = nonneg(0, "physics threads / workers (0: number of cores)")
+    address: str | None = _f(None, "ray: null starts a local Ray; 'auto' or ray://host:port joins a cluster")
+
+
+@dataclass
+class RLConfig(CommonConfig):
+    """MAML-TRPO meta-RL (Finn et al. 2017 sec. 5.3)."""
+
+    env: EnvConfig = section(EnvConfig, "environment")
+    policy: PolicyConfig = section(PolicyConfig, "policy network")
+    trpo: TRPOConfig = section(TRPOConfig, "meta-update")
+    sampler: SamplerConfig = section(SamplerConfig, "sampling")
+    gamma: float = unit(0.99, "discount")
+    gae_lambda: float = unit(1.0, "GAE lambda (1.0: Monte-Carlo returns minus baseline)")
+    normalize_advantages: bool = _f(True, "normalise advantages per task")
+    test_lr_decay: float = positive(1.0, "evaluation: multiply the inner lr by this after each step (0.5 halves)")
+    algorithm: str = choice("maml", "maml, or pretrain (TRPO on mixed tasks, no adaptation)",
+                            ["maml", "pretrain"])
+
+
 CONFIG_CLASSES: dict[str, type[CommonConfig]] = {
+    "rl": RLConfig,
     "sinusoid": SinusoidConfig,
     "classification": ClassificationConfig,
 }
-
-
-def register_config(benchmark: str, cls: type[CommonConfig]) -> None:
-    """Make ``benchmark: <name>`` load ``cls`` (used by the RL package)."""
-    CONFIG_CLASSES[benchmark] = cls
 
 
 # ---------------------------------------------------------------------------- loading

@@ -1,0 +1,142 @@
+"""Policy-gradient losses on :class:`~metarl.rl.episodes.Episodes`, as functions of a parameter dict.
+
+Every function runs the policy through :func:`~metarl.rl.policies.policy_distribution`, so
+it is differentiable in ``params`` (to any order, as MAML needs) and can be called inside
+``torch.func.vmap``/``grad``. Two ways to handle several tasks:
+
+- ``per_task=False``: ``params`` are shared and ``episodes`` are one task ``[T, B, ...]``
+  (or stacked ``[N, T, B, ...]`` evaluated with the same parameters);
+- ``per_task=True``: ``params`` are stacked over tasks (``[N, *shape]``, e.g. from
+  ``adapt_batched``) and ``episodes`` stacked ``[N, T, B, ...]``; task i uses params i.
+
+Reduction: a mean over the live steps (``masks > 0``) of each task's ``[T, B]`` slice,
+then a plain mean over tasks (and any other leading dims), i.e. every task weighs the
+same, as in the sum over tasks of Finn et al. 2017 (arXiv 1703.03400), alg. 3, divided by N.
+Padded steps after an episode ended never contribute, whatever values they hold: they are
+replaced by zeros before the policy sees them, so NaN/inf padding cannot leak into values
+or gradients (a ``where`` after the fact would still give 0 * inf = NaN gradients).
+Advantages are treated as constants (detached).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+from torch.distributions import kl_divergence as _kl
+
+from metarl.maml import detach_params
+from metarl.rl.episodes import Episodes
+from metarl.rl.policies import policy_distribution
+
+
+def masked_mean(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over live steps per ``[T, B]`` slice, then over leading dims; a scalar.
+
+    Shapes: ``x, masks [..., T, B]``. Masked entries are selected away (not multiplied),
+    so non-finite padding does not leak into the value or its gradient. A slice with no
+    live step contributes 0.
+    """
+    live = masks > 0
+    total = torch.where(live, x, torch.zeros_like(x)).sum(dim=(-2, -1))
+    count = masks.sum(dim=(-2, -1)).clamp(min=1.0)
+    return (total / count).mean()
+
+
+def _padded_to_zero(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Replace ``x [..., T, B, *event]`` by 0 at masked steps, so that padding (NaN, inf, an
+    out-of-range discrete action) cannot reach the policy or the autograd graph."""
+    alive = (masks > 0).reshape(*masks.shape, *([1] * (x.dim() - masks.dim())))
+    return torch.where(alive, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def _observations(episodes: Episodes) -> torch.Tensor:
+    return _padded_to_zero(episodes.observations, episodes.masks)
+
+
+def _log_prob(
+    policy: nn.Module, params: Mapping[str, torch.Tensor], episodes: Episodes, per_task: bool
+) -> tuple[Distribution, torch.Tensor]:
+    dist = policy_distribution(policy, params, _observations(episodes), per_task=per_task)
+    return dist, dist.log_prob(_padded_to_zero(episodes.actions, episodes.masks))
+
+
+def action_log_probs(
+    policy: nn.Module, params: Mapping[str, torch.Tensor], episodes: Episodes, *, per_task: bool = False
+) -> torch.Tensor:
+    """``log pi_params(a_t | s_t)`` of the episodes' actions, ``[..., T, B]``; 0 at masked steps."""
+    _, logp = _log_prob(policy, params, episodes, per_task)
+    return torch.where(episodes.masks > 0, logp, torch.zeros_like(logp))
+
+
+def reinforce_loss(
+    policy: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    episodes: Episodes,
+    advantages: torch.Tensor,
+    *,
+    per_task: bool = False,
+) -> torch.Tensor:
+    """The vanilla policy-gradient (REINFORCE, Williams 1992) loss ``-mean log pi(a|s) * A``.
+
+    Its gradient is the likelihood-ratio estimate of ``-grad J`` (Sutton et al. 2000);
+    MAML's inner loss for RL (Finn et al. 2017, eq. 4 with a baseline). Shapes:
+    ``advantages [..., T, B]`` like ``episodes.rewards``; returns a scalar.
+    """
+    _, logp = _log_prob(policy, params, episodes, per_task)
+    return -masked_mean(logp * advantages.detach(), episodes.masks)
+
+
+def surrogate_loss(
+    policy: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    episodes: Episodes,
+    advantages: torch.Tensor,
+    *,
+    per_task: bool = False,
+) -> torch.Tensor:
+    """The TRPO surrogate loss ``-mean(ratio * A)`` (Schulman et al. 2015, arXiv 1502.05477, eq. 14).
+
+    ``ratio = exp(log pi_params(a|s) - episodes.log_probs)``: the importance weight of the
+    candidate policy against the policy that sampled the episodes, whose log-probabilities
+    the sampler stored. At the sampling parameters the ratio is 1 and the gradient equals
+    :func:`reinforce_loss`'s. Shapes as there; returns a scalar.
+    """
+    _, logp = _log_prob(policy, params, episodes, per_task)
+    live = episodes.masks > 0
+    log_ratio = torch.where(live, logp - episodes.log_probs, torch.zeros_like(logp))
+    return -masked_mean(torch.exp(log_ratio) * advantages.detach(), episodes.masks)
+
+
+def kl_divergence(
+    policy: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    old_params: Mapping[str, torch.Tensor],
+    episodes: Episodes,
+    *,
+    per_task: bool = False,
+) -> torch.Tensor:
+    """Mean ``KL(pi_old(.|s) || pi_params(.|s))`` over the live states of ``episodes``.
+
+    ``old_params`` are the parameters that sampled the episodes (in MAML-TRPO the
+    post-update parameters theta'_i at the current theta, for the valid episodes); they
+    are detached here, so the result is differentiable in ``params`` only, vanishes with
+    zero gradient at ``params == old_params`` and has the Fisher matrix as its Hessian
+    there (Schulman et al. 2015, appendix C). The KL is analytic
+    (``torch.distributions.kl_divergence``), not a sample estimate. ``per_task`` applies
+    to both parameter dicts. Returns a scalar.
+    """
+    obs = _observations(episodes)
+    old = policy_distribution(policy, detach_params(old_params), obs, per_task=per_task)
+    new = policy_distribution(policy, params, obs, per_task=per_task)
+    return masked_mean(_kl(old, new), episodes.masks)
+
+
+def entropy(
+    policy: nn.Module, params: Mapping[str, torch.Tensor], episodes: Episodes, *, per_task: bool = False
+) -> torch.Tensor:
+    """Mean entropy of pi_params(.|s) over the live states of ``episodes`` (a diagnostic)."""
+    dist = policy_distribution(policy, params, _observations(episodes), per_task=per_task)
+    return masked_mean(dist.entropy(), episodes.masks)

@@ -1,0 +1,273 @@
+"""The MAML-TRPO meta-step for reinforcement learning (Finn et al. 2017, arXiv 1703.03400, alg. 3).
+
+For a meta-batch of N tasks with pre-update ("train") episodes D_i sampled by pi_theta and
+post-update ("valid") episodes D'_i sampled by pi_theta'_i:
+
+- inner loop (eq. 1 with the REINFORCE loss of eq. 4, linear-baseline advantages):
+  ``theta'_i(theta) = theta - alpha * grad_theta L_reinforce(theta; D_i)``, for all tasks
+  at once (``torch.func.vmap`` over tasks, :func:`metarl.maml.adapt_batched`);
+- outer objective: the TRPO surrogate ``L(theta) = mean_i -mean_{D'_i} ratio * A'`` with
+  ``ratio = pi_theta'_i(theta)(a|s) / pi_old(a|s)``, pi_old the sampling policy (its
+  ``log_probs`` stored in D'_i), under the constraint
+  ``mean_i KL(pi_theta'_i(theta_0) || pi_theta'_i(theta)) <= max_kl`` on D'_i;
+- both differentiate through the adaptation (second order unless ``first_order``),
+  so the Fisher-vector products are Hessian-vector products of that KL with respect to
+  theta by double backprop (:func:`metarl.trpo.fisher_vector_product`), followed by
+  conjugate gradient, the KL-scaled step and a backtracking line search
+  (:func:`metarl.trpo.trust_region_step`); every candidate re-runs the adaptation.
+
+The module is written once per step, and only when the line search accepts.
+
+Several inner steps. ``train_episodes`` is either one stacked :class:`Episodes` (all
+``inner_steps`` gradient steps use that batch) or a sequence of stacked Episodes, one per
+inner step: step k then uses batch k, which the training loop samples with the params
+after k steps (``adapt(batches[:k])``), as in the MAML paper's multi-step RL evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from metarl.maml import Params, adapt, adapt_batched, detach_params, params_of
+from metarl.rl.advantages import gae, normalize_advantages
+from metarl.rl.baseline import linear_baseline_values
+from metarl.rl.episodes import Episodes
+from metarl.rl.losses import action_log_probs, entropy, kl_divergence, reinforce_loss, surrogate_loss
+from metarl.trpo import Objective, trust_region_step
+
+TrainEpisodes = Episodes | Sequence[Episodes]
+#: One train batch as vmap consumes it: the Episodes fields (declaration order) and advantages.
+_Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]
+
+
+class _InnerData(NamedTuple):
+    """Prepared inner-loop data: the batches and how many gradient steps each one gets."""
+
+    batches: tuple[_Batch, ...]
+    steps_per_batch: int
+
+
+def _as_tuple(episodes: Episodes) -> tuple[torch.Tensor, ...]:
+    return tuple(getattr(episodes, f.name) for f in fields(Episodes))
+
+
+class MAMLTRPO:
+    """MAML with a REINFORCE inner loop and a TRPO outer step, batched over tasks.
+
+    Args:
+        policy: a policy module (``forward(obs) -> distribution``); its trainable
+            parameters are theta. Only :meth:`step` writes them.
+        inner_lr: alpha, the inner step size (0.1 in Finn et al. 2017, sec. 5.3).
+        inner_steps: gradient steps of the inner loop (>= 0).
+        first_order: drop the second-order terms of the meta-gradient (FOMAML).
+        max_kl: delta, the trust region on the mean post-update KL (0.01 in the paper).
+        cg_iters, cg_damping: conjugate-gradient iterations and Fisher damping.
+        ls_ratio, ls_max_steps: backtracking line search factor and number of tries.
+        gamma, gae_lambda: discount and GAE lambda (1.0 = returns minus linear baseline,
+            as in the paper's rllab setup).
+        normalize_advantages: normalise advantages per task over live steps.
+        baseline_reg: initial ridge coefficient of the linear baseline fit.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        *,
+        inner_lr: float = 0.1,
+        inner_steps: int = 1,
+        first_order: bool = False,
+        max_kl: float = 1e-2,
+        cg_iters: int = 10,
+        cg_damping: float = 1e-5,
+        ls_ratio: float = 0.8,
+        ls_max_steps: int = 15,
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        normalize_advantages: bool = True,
+        baseline_reg: float = 1e-5,
+    ) -> None:
+        if inner_steps < 0:
+            raise ValueError(f"MAMLTRPO: inner_steps={inner_steps} must be >= 0")
+        if not 0.0 <= gamma <= 1.0 or not 0.0 <= gae_lambda <= 1.0:
+            raise ValueError(f"MAMLTRPO: gamma={gamma} and gae_lambda={gae_lambda} must be in [0, 1]")
+        if max_kl <= 0 or cg_iters < 1 or cg_damping < 0 or not 0 < ls_ratio < 1 or ls_max_steps < 1:
+            raise ValueError(
+                f"MAMLTRPO: need max_kl > 0 ({max_kl}), cg_iters >= 1 ({cg_iters}), cg_damping >= 0 "
+                f"({cg_damping}), 0 < ls_ratio < 1 ({ls_ratio}), ls_max_steps >= 1 ({ls_max_steps})"
+            )
+        self.policy = policy
+        self.inner_lr = float(inner_lr)
+        self.inner_steps = int(inner_steps)
+        self.first_order = bool(first_order)
+        self.max_kl = float(max_kl)
+        self.cg_iters = int(cg_iters)
+        self.cg_damping = float(cg_damping)
+        self.ls_ratio = float(ls_ratio)
+        self.ls_max_steps = int(ls_max_steps)
+        self.gamma = float(gamma)
+        self.gae_lambda = float(gae_lambda)
+        self.normalize_advantages = bool(normalize_advantages)
+        self.baseline_reg = float(baseline_reg)
+
+    # ------------------------------------------------------------------ estimators
+    def advantages(self, episodes: Episodes) -> torch.Tensor:
+        """Per-task advantages ``[..., T, B]``: linear baseline fitted on these episodes, GAE,
+        then (optionally) per-task normalisation. Detached; 0 at masked steps."""
+        values = linear_baseline_values(episodes, self.gamma, reg_coeff=self.baseline_reg)
+        adv = gae(episodes.rewards, values, episodes.masks, self.gamma, self.gae_lambda)
+        if self.normalize_advantages:
+            adv = normalize_advantages(adv, episodes.masks)
+        return adv.detach()
+
+    # ------------------------------------------------------------------ inner loop
+    def _inner_loss(self, params: Params, data: Any) -> torch.Tensor:
+        episode_fields, advantages = data
+        return reinforce_loss(self.policy, params, Episodes(*episode_fields), advantages)
+
+    def _inner_data(self, train_episodes: TrainEpisodes) -> _InnerData:
+        if isinstance(train_episodes, Episodes):
+            batches, steps_per_batch = [train_episodes], self.inner_steps
+        else:
+            batches, steps_per_batch = list(train_episodes), 1
+        if not batches:
+            raise ValueError("MAMLTRPO: train_episodes is an empty sequence")
+        for e in batches:
+            if e.masks.dim() != 3:
+                raise ValueError(
+                    "MAMLTRPO expects stacked episodes [N, T, B, ...]; got masks of shape "
+                    f"{tuple(e.masks.shape)} (use Episodes.stack)"
+                )
+            if e.masks.shape[0] != batches[0].masks.shape[0]:
+                raise ValueError("MAMLTRPO: all train batches must hold the same number of tasks")
+        return _InnerData(tuple((_as_tuple(e), self.advantages(e)) for e in batches), steps_per_batch)
+
+    def _adapt(self, data: _InnerData, params: Mapping[str, torch.Tensor], lr_decay: float = 1.0) -> Params:
+        if len(data.batches) == 1:
+            return adapt_batched(
+                self._inner_loss,
+                params,
+                data.batches[0],
+                lr=self.inner_lr,
+                steps=data.steps_per_batch,
+                first_order=self.first_order,
+            )
+
+        def one_task(per_step: tuple[_Batch, ...]) -> Params:
+            fast = dict(params)
+            for j, batch in enumerate(per_step):
+                fast = adapt(
+                    self._inner_loss,
+                    fast,
+                    batch,
+                    lr=self.inner_lr * lr_decay**j,
+                    steps=data.steps_per_batch,
+                    first_order=self.first_order,
+                )
+            return fast
+
+        return torch.func.vmap(one_task, randomness="different")(data.batches)
+
+    def adapt(
+        self,
+        train_episodes: TrainEpisodes,
+        params: Mapping[str, torch.Tensor] | None = None,
+        *,
+        lr_decay: float = 1.0,
+    ) -> Params:
+        """Adapted params theta'_i for every task, stacked ``[N, *shape]``.
+
+        ``train_episodes``: stacked Episodes ``[N, T, B, ...]`` (``inner_steps`` steps on it),
+        or a sequence of k stacked Episodes (k steps, the j-th on batch j; pass the first k
+        batches to get the params that sample batch k + 1). ``params`` defaults to the
+        policy's current parameters, in which case the result is detached (for sampling
+        and evaluation); given params with ``requires_grad`` stay differentiable.
+        ``lr_decay`` multiplies the step size after each batch of a sequence (0.5: the
+        test-time halving of Finn et al.'s RL evaluation); training uses 1.0.
+        """
+        data = self._inner_data(train_episodes)
+        if params is None:
+            with torch.no_grad():
+                return self._adapt(data, detach_params(params_of(self.policy)), lr_decay)
+        return self._adapt(data, params, lr_decay)
+
+    # ------------------------------------------------------------------ outer step
+    def _objective(
+        self,
+        data: _InnerData,
+        valid_episodes: Episodes,
+        valid_advantages: torch.Tensor,
+        old_params: Params,
+    ) -> Objective:
+        def objective(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+            fast = self._adapt(data, params)
+            loss = surrogate_loss(self.policy, fast, valid_episodes, valid_advantages, per_task=True)
+            kl = kl_divergence(self.policy, fast, old_params, valid_episodes, per_task=True)
+            return loss, kl
+
+        return objective
+
+    def step(self, train_episodes: TrainEpisodes, valid_episodes: Episodes) -> dict[str, float]:
+        """One meta-update of the policy; returns metrics.
+
+        ``train_episodes`` as in :meth:`adapt` (a sequence must have ``inner_steps``
+        batches); ``valid_episodes`` stacked ``[N, T, B, ...]``, sampled by the params
+        :meth:`adapt` returns for ``train_episodes`` at the current theta, with their
+        ``log_probs``. The policy's parameters are overwritten (in place, once) only if
+        the line search accepts.
+
+        Metrics: ``surrogate_before``/``surrogate_after`` (post-update surrogate loss, lower
+        is better), ``kl``, ``ls_steps``, ``accepted``, ``grad_norm``, ``step_norm`` (see
+        :func:`metarl.trpo.trust_region_step`), ``inner_loss`` (REINFORCE loss of theta on
+        the first train batch), ``entropy`` (of the post-update policies on the valid
+        states) and ``logp_gap``: the largest |log pi_theta'(a|s) - stored log_prob| over
+        live valid steps; ~0 when the valid episodes were sampled by :meth:`adapt`'s
+        params, large when they were not (then the surrogate and KL disagree about
+        which policy is "old").
+        """
+        if not isinstance(train_episodes, Episodes) and len(train_episodes) != self.inner_steps:
+            raise ValueError(
+                f"MAMLTRPO.step: got {len(train_episodes)} train batches for inner_steps={self.inner_steps}"
+            )
+        data = self._inner_data(train_episodes)
+        n_tasks = data.batches[0][1].shape[0]
+        if valid_episodes.masks.dim() != 3 or valid_episodes.masks.shape[0] != n_tasks:
+            raise ValueError(
+                f"MAMLTRPO.step: valid episodes must be stacked [N={n_tasks}, T, B, ...]; "
+                f"masks have shape {tuple(valid_episodes.masks.shape)}"
+            )
+        live_params = params_of(self.policy)
+        theta0 = detach_params(live_params)
+        valid_advantages = self.advantages(valid_episodes)
+
+        with torch.no_grad():
+            old_params = self._adapt(data, theta0)
+            first_fields, first_advantages = data.batches[0]
+            inner_loss = reinforce_loss(self.policy, theta0, Episodes(*first_fields), first_advantages)
+            ent = entropy(self.policy, old_params, valid_episodes, per_task=True)
+            logp = action_log_probs(self.policy, old_params, valid_episodes, per_task=True)
+            gap = torch.where(valid_episodes.masks > 0, (logp - valid_episodes.log_probs).abs(), 0.0)
+
+        new_params, metrics = trust_region_step(
+            self._objective(data, valid_episodes, valid_advantages, old_params),
+            theta0,
+            max_kl=self.max_kl,
+            cg_iters=self.cg_iters,
+            cg_damping=self.cg_damping,
+            ls_ratio=self.ls_ratio,
+            ls_max_steps=self.ls_max_steps,
+        )
+        if metrics["accepted"]:
+            with torch.no_grad():
+                for name, p in live_params.items():
+                    p.copy_(new_params[name])
+        metrics.update(
+            inner_loss=float(inner_loss),
+            entropy=float(ent),
+            logp_gap=float(gap.max()),
+        )
+        return metrics

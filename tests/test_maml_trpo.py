@@ -1,0 +1,289 @@
+"""The MAML-TRPO meta-step: meta-gradient vs finite differences, vmap vs a per-task loop."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from metarl.maml import Params, adapt, detach_params, params_of
+from metarl.rl.episodes import Episodes
+from metarl.rl.losses import kl_divergence, reinforce_loss, surrogate_loss
+from metarl.rl.maml_trpo import MAMLTRPO
+from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, policy_distribution, sample_actions
+from metarl.trpo import fisher_vector_product, flatten, trust_region_step, unflatten
+
+torch.set_num_threads(1)
+
+N, T, B = 2, 6, 3
+
+
+def make_policy() -> GaussianMLPPolicy:
+    torch.manual_seed(0)
+    return GaussianMLPPolicy(2, 2, hidden_sizes=(4,), activation="tanh", init_std=0.8).double()
+
+
+def rollouts(policy, params: Params, per_task: bool, g: torch.Generator) -> Episodes:
+    """Synthetic stacked episodes [N, T, B] sampled from ``params``; reward pulls a to a task goal."""
+    obs = torch.randn(N, T, B, 2, generator=g, dtype=torch.float64)
+    lengths = torch.randint(2, T + 1, (N, 1, B), generator=g)
+    masks = (torch.arange(T)[None, :, None] < lengths).double()
+    with torch.no_grad():
+        dist = policy_distribution(policy, params, obs, per_task=per_task)
+        actions = sample_actions(dist, g)
+        log_probs = dist.log_prob(actions)
+    goals = torch.tensor([[1.0, -1.0], [-0.5, 0.5]], dtype=torch.float64)[:, None, None, :]
+    rewards = -(actions + obs - goals).pow(2).sum(-1) * masks
+    return Episodes(obs, actions, rewards, masks, log_probs)
+
+
+def problem(seed: int, inner_steps: int, per_step_batches: bool, **kwargs):
+    """An algorithm, its policy, train episodes (one batch or one per inner step), valid episodes."""
+    policy = make_policy()
+    algo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=inner_steps, **kwargs)
+    g = torch.Generator().manual_seed(seed)
+    theta = detach_params(params_of(policy))
+    if per_step_batches:
+        train = [rollouts(policy, theta, False, g)]
+        for _ in range(inner_steps - 1):
+            train.append(rollouts(policy, algo.adapt(train), True, g))
+    else:
+        train = rollouts(policy, theta, False, g)
+    valid = rollouts(policy, algo.adapt(train), True, g)
+    return algo, policy, train, valid
+
+
+def meta_loss(algo: MAMLTRPO, train, valid: Episodes, params: Params) -> torch.Tensor:
+    """The post-update surrogate as a function of theta, built from the public pieces."""
+    return surrogate_loss(
+        algo.policy, algo.adapt(train, params), valid, algo.advantages(valid), per_task=True
+    )
+
+
+@pytest.mark.parametrize(
+    "inner_steps,per_step_batches", [(1, False), (2, False), (2, True)], ids=["1step", "2steps", "2batches"]
+)
+def test_meta_gradient_matches_finite_differences(inner_steps: int, per_step_batches: bool) -> None:
+    algo, policy, train, valid = problem(0, inner_steps, per_step_batches)
+    theta = detach_params(params_of(policy))
+    leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+    grad = flatten(torch.autograd.grad(meta_loss(algo, train, valid, leaves), list(leaves.values())))
+    x0 = flatten(theta)
+    h = 1e-6
+    fd = torch.empty_like(x0)
+    with torch.no_grad():
+        for i in range(x0.numel()):
+            e = torch.zeros_like(x0)
+            e[i] = h
+            plus = meta_loss(algo, train, valid, unflatten(x0 + e, theta))
+            minus = meta_loss(algo, train, valid, unflatten(x0 - e, theta))
+            fd[i] = (plus - minus) / (2 * h)
+    torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-8)
+    # the inner loop matters: the second-order meta-gradient differs from the first-order one
+    algo_fo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=inner_steps, first_order=True)
+    leaves_fo = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+    grad_fo = flatten(
+        torch.autograd.grad(meta_loss(algo_fo, train, valid, leaves_fo), list(leaves_fo.values()))
+    )
+    assert float((grad_fo - grad).norm()) > 1e-3 * float(grad.norm())
+
+
+def test_first_order_meta_gradient_is_the_sum_of_post_update_gradients() -> None:
+    """FOMAML: d theta'_i / d theta = I, so the meta-gradient is sum_i dL/dtheta'_i (at theta'_i)."""
+    algo, policy, train, valid = problem(1, 2, False, first_order=True)
+    theta = detach_params(params_of(policy))
+    leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+    grad = torch.autograd.grad(meta_loss(algo, train, valid, leaves), list(leaves.values()))
+    fast = {k: v.clone().requires_grad_(True) for k, v in algo.adapt(train).items()}
+    loss = surrogate_loss(policy, fast, valid, algo.advantages(valid), per_task=True)
+    ref = torch.autograd.grad(loss, list(fast.values()))
+    for a, b in zip(grad, ref, strict=True):
+        torch.testing.assert_close(a, b.sum(dim=0))
+
+
+def loop_adapt(algo: MAMLTRPO, train: list[Episodes], params: Params) -> list[Params]:
+    """Reference inner loop: plain ``adapt`` for one task at a time, one batch per step."""
+    out = []
+    for n in range(N):
+        fast = dict(params)
+        for batch in train:
+            task = batch.unstack()[n]
+            adv = algo.advantages(batch)[n]
+            steps = algo.inner_steps if len(train) == 1 else 1
+
+            def loss_fn(p: Params, data: tuple[Episodes, torch.Tensor]) -> torch.Tensor:
+                return reinforce_loss(algo.policy, p, data[0], data[1])
+
+            fast = adapt(loss_fn, fast, (task, adv), lr=algo.inner_lr, steps=steps)
+        out.append(fast)
+    return out
+
+
+def loop_objective(algo: MAMLTRPO, train: list[Episodes], valid: Episodes, old: list[Params]):
+    valid_adv = algo.advantages(valid)
+    tasks = valid.unstack()
+
+    def objective(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        fast = loop_adapt(algo, train, params)
+        loss = sum(surrogate_loss(algo.policy, fast[n], tasks[n], valid_adv[n]) for n in range(N)) / N
+        kl = sum(kl_divergence(algo.policy, fast[n], old[n], tasks[n]) for n in range(N)) / N
+        return loss, kl
+
+    return objective
+
+
+@pytest.mark.parametrize("inner_steps,per_step_batches", [(1, False), (2, True)], ids=["1step", "2batches"])
+def test_batched_meta_step_equals_per_task_loop(inner_steps: int, per_step_batches: bool) -> None:
+    algo, policy, train, valid = problem(2, inner_steps, per_step_batches)
+    train_list = train if per_step_batches else [train]
+    theta = detach_params(params_of(policy))
+
+    # adapted params
+    batched = algo.adapt(train)
+    looped = loop_adapt(algo, train_list, theta)
+    for n in range(N):
+        for k in theta:
+            torch.testing.assert_close(batched[k][n], looped[n][k], rtol=1e-12, atol=1e-12)
+
+    # surrogate, KL, gradient and Fisher-vector product through the adaptation
+    old = [{k: v[n] for k, v in batched.items()} for n in range(N)]
+    loop_obj = loop_objective(algo, train_list, valid, old)
+    batch_obj = algo._objective(algo._inner_data(train), valid, algo.advantages(valid), batched)
+    v = torch.randn(flatten(theta).shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    results = []
+    for objective in (batch_obj, loop_obj):
+        leaves = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
+        loss, kl = objective(leaves)
+        grad = flatten(torch.autograd.grad(loss, list(leaves.values()), retain_graph=True))
+        fvp = fisher_vector_product(kl, leaves, damping=1e-3)(v)
+        results.append((loss.detach(), kl.detach(), grad, fvp))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert float(results[0][3].norm()) > 0
+
+    # the whole step: the module ends where trust_region_step on the loop objective goes
+    ref_params, ref_metrics = trust_region_step(loop_obj, theta, max_kl=algo.max_kl)
+    metrics = algo.step(train, valid)
+    assert metrics["accepted"] == ref_metrics["accepted"] == 1.0
+    assert metrics["ls_steps"] == ref_metrics["ls_steps"]
+    for k, p in params_of(policy).items():
+        torch.testing.assert_close(p.detach(), ref_params[k], rtol=1e-8, atol=1e-10)
+    for key in ("surrogate_before", "surrogate_after", "kl", "grad_norm"):
+        assert metrics[key] == pytest.approx(ref_metrics[key], rel=1e-6, abs=1e-12)
+
+
+def test_step_respects_the_trust_region_and_reports_metrics() -> None:
+    algo, policy, train, valid = problem(3, 1, False, max_kl=0.01)
+    theta = {k: p.detach().clone() for k, p in params_of(policy).items()}
+    old_fast = algo.adapt(train)
+    m = algo.step(train, valid)
+    assert m["accepted"] == 1.0
+    assert m["surrogate_after"] < m["surrogate_before"]
+    assert m["logp_gap"] < 1e-10  # valid episodes were sampled by algo.adapt's params
+    new_theta = detach_params(params_of(policy))
+    assert any(not torch.equal(new_theta[k], theta[k]) for k in theta)
+    # independently recomputed post-update KL between old and new adapted policies
+    new_fast = MAMLTRPO(policy, inner_lr=0.5, inner_steps=1).adapt(train)
+    with torch.no_grad():
+        d_old = policy_distribution(policy, old_fast, valid.observations, per_task=True)
+        d_new = policy_distribution(policy, new_fast, valid.observations, per_task=True)
+        kl = torch.distributions.kl_divergence(d_old, d_new)
+        per_task = (kl * valid.masks).sum(dim=(1, 2)) / valid.masks.sum(dim=(1, 2))
+    assert float(per_task.mean()) == pytest.approx(m["kl"], rel=1e-9)
+    assert 0 < m["kl"] <= 0.01
+    expected = {
+        "surrogate_before",
+        "surrogate_after",
+        "kl",
+        "ls_steps",
+        "accepted",
+        "grad_norm",
+        "step_norm",
+        "inner_loss",
+        "entropy",
+        "logp_gap",
+    }
+    assert set(m) == expected
+    assert all(isinstance(v, float) for v in m.values())
+
+
+def test_rejected_step_leaves_the_module_untouched() -> None:
+    """Zero valid rewards and no normalisation: zero surrogate gradient, nothing to accept."""
+    algo, policy, train, valid = problem(4, 1, False, normalize_advantages=False)
+    valid = Episodes(
+        valid.observations, valid.actions, torch.zeros_like(valid.rewards), valid.masks, valid.log_probs
+    )
+    before = {k: p.detach().clone() for k, p in params_of(policy).items()}
+    live_before = {k: p for k, p in params_of(policy).items()}
+    m = algo.step(train, valid)
+    assert m["accepted"] == 0.0 and m["grad_norm"] == 0.0
+    for k, p in params_of(policy).items():
+        assert p is live_before[k]
+        assert torch.equal(p.detach(), before[k])
+        assert p.grad is None
+
+
+def test_adapt_on_per_step_batches_chains_single_steps() -> None:
+    algo, policy, train, _ = problem(5, 2, True)
+    two = algo.adapt(train)
+    one = algo.adapt(train[:1])
+    theta = detach_params(params_of(policy))
+    # a sequence of one batch is one step (loop_adapt with one batch takes inner_steps steps,
+    # so compare with a one-step learner)
+    ref = loop_adapt(MAMLTRPO(policy, inner_lr=0.5, inner_steps=1), train[:1], theta)
+    for k in theta:
+        assert not two[k].requires_grad
+        torch.testing.assert_close(one[k][0], ref[0][k])
+        torch.testing.assert_close(one[k][1], ref[1][k])
+    with pytest.raises(ValueError):
+        algo.step(train[:1], train[0])  # step needs inner_steps batches
+    with pytest.raises(ValueError):
+        algo.adapt(train[0].unstack()[0])  # not stacked over tasks
+
+
+def test_zero_inner_steps_is_plain_trpo_on_theta() -> None:
+    algo, policy, train, valid = problem(6, 0, False)
+    fast = algo.adapt(train)
+    for k, p in params_of(policy).items():
+        assert fast[k].shape == (N, *p.shape)
+        torch.testing.assert_close(fast[k], p.detach().expand_as(fast[k]))
+
+
+def test_step_runs_in_float32_with_module_params() -> None:
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8, 8))
+    algo = MAMLTRPO(policy)
+    g = torch.Generator().manual_seed(0)
+    theta = detach_params(params_of(policy))
+    train = rollouts(policy, {k: v.double() for k, v in theta.items()}, False, g).to(dtype=torch.float32)
+    valid = rollouts(
+        copy.deepcopy(policy).double(), {k: v.double() for k, v in algo.adapt(train).items()}, True, g
+    ).to(dtype=torch.float32)
+    m = algo.step(train, valid)
+    assert m["accepted"] == 1.0 and m["kl"] <= algo.max_kl
+    assert m["logp_gap"] < 1e-4
+
+
+def test_step_with_a_categorical_policy() -> None:
+    torch.manual_seed(0)
+    policy = CategoricalMLPPolicy(2, 3, hidden_sizes=(6,)).double()
+    algo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=1)
+    g = torch.Generator().manual_seed(0)
+
+    def sample(params: Params, per_task: bool) -> Episodes:
+        obs = torch.randn(N, T, B, 2, generator=g, dtype=torch.float64)
+        masks = (torch.arange(T)[None, :, None] < torch.randint(2, T + 1, (N, 1, B), generator=g)).double()
+        with torch.no_grad():
+            dist = policy_distribution(policy, params, obs, per_task=per_task)
+            actions = sample_actions(dist, g)
+            log_probs = dist.log_prob(actions)
+        actions = torch.where(masks > 0, actions, -1)  # out-of-range padding must be ignored
+        rewards = (actions == torch.arange(N)[:, None, None]).double() * masks  # task n likes action n
+        return Episodes(obs, actions, rewards, masks, log_probs)
+
+    train = sample(detach_params(params_of(policy)), False)
+    valid = sample(algo.adapt(train), True)
+    m = algo.step(train, valid)
+    assert m["accepted"] == 1.0 and 0 < m["kl"] <= algo.max_kl
+    assert m["logp_gap"] < 1e-12

@@ -1,1 +1,92 @@
-"""Task-parameterised Gymnasium environments for meta-RL; importing registers them."""
+"""Task-parameterised Gymnasium environments for meta-RL; importing registers them.
+
+Ids (``gymnasium.make("metarl/HalfCheetahVel-v0")`` after ``import envs``, or
+``gymnasium.make("envs:metarl/HalfCheetahVel-v0")`` without it):
+
+========================  ====================================  =======
+id                        task                                  horizon
+========================  ====================================  =======
+metarl/Navigation2D-v0    goal ~ U([-0.5, 0.5]^2)               100
+metarl/HalfCheetahVel-v0  velocity ~ U[0, 2]                    200
+metarl/HalfCheetahDir-v0  direction = +1 or -1                  200
+metarl/AntVel-v0          velocity ~ U[0, 3]                    200
+metarl/AntDir-v0          direction = +1 or -1                  200
+metarl/AntGoal-v0         goal uniform in the disc of radius 3  200
+========================  ====================================  =======
+
+The task protocol (``sample_tasks``, ``reset(options={"task": ...})``, ``env.unwrapped.task``)
+is described in :mod:`envs.tasks`; the batched path used by the sampler is
+:func:`envs.vector.make_vec`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+
+from envs.locomotion import AntDirEnv, AntGoalEnv, AntVelEnv, HalfCheetahDirEnv, HalfCheetahVelEnv
+from envs.navigation import Navigation2DEnv
+
+__all__ = [
+    "ENV_IDS",
+    "AntDirEnv",
+    "AntGoalEnv",
+    "AntVelEnv",
+    "HalfCheetahDirEnv",
+    "HalfCheetahVelEnv",
+    "Navigation2DEnv",
+    "describe",
+    "format_envs_table",
+]
+
+#: id -> (entry point, episode length)
+_REGISTRY: dict[str, tuple[str, int]] = {
+    "metarl/Navigation2D-v0": ("envs.navigation:Navigation2DEnv", 100),
+    "metarl/HalfCheetahVel-v0": ("envs.locomotion:HalfCheetahVelEnv", 200),
+    "metarl/HalfCheetahDir-v0": ("envs.locomotion:HalfCheetahDirEnv", 200),
+    "metarl/AntVel-v0": ("envs.locomotion:AntVelEnv", 200),
+    "metarl/AntDir-v0": ("envs.locomotion:AntDirEnv", 200),
+    "metarl/AntGoal-v0": ("envs.locomotion:AntGoalEnv", 200),
+}
+ENV_IDS: tuple[str, ...] = tuple(_REGISTRY)
+
+for _id, (_entry_point, _steps) in _REGISTRY.items():
+    if _id not in gymnasium.registry:
+        gymnasium.register(id=_id, entry_point=_entry_point, max_episode_steps=_steps)
+
+
+def describe() -> list[dict[str, Any]]:
+    """One dict per environment: ``id``, ``observation_shape``, ``action_shape``, ``task_space``
+    (in words) and ``horizon`` (the registered ``max_episode_steps``)."""
+    rows = []
+    for env_id in ENV_IDS:
+        env = gymnasium.make(env_id)
+        try:
+            rows.append(
+                {
+                    "id": env_id,
+                    "observation_shape": tuple(env.observation_space.shape),
+                    "action_shape": tuple(env.action_space.shape),
+                    "task_space": env.unwrapped.task_space.describe(),
+                    "horizon": env.spec.max_episode_steps,
+                }
+            )
+        finally:
+            env.close()
+    return rows
+
+
+def format_envs_table() -> str:
+    """:func:`describe` as a plain-text table (what ``metarl envs`` prints)."""
+    header = ("id", "obs", "action", "horizon", "tasks")
+    lines = [
+        (r["id"], str(r["observation_shape"]), str(r["action_shape"]), str(r["horizon"]), r["task_space"])
+        for r in describe()
+    ]
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+
+    def fmt(row: tuple[str, ...]) -> str:
+        return "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+
+    return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *(fmt(r) for r in lines)])

@@ -148,6 +148,8 @@ class DatasetConfig:
     query: int = positive(15, "query examples per class")
     augment_rotations: bool = _f(True, "new meta-training classes from 90/180/270 degree rotations")
     max_classes: int = nonneg(0, "use only the first N meta-training classes (0: all; for quick tests)")
+    cache_dir: str | None = _f(None, "decoded-array cache (else $METARL_CACHE, else <root>/<dataset>/cache)")
+    resample: str = choice("lanczos", "Omniglot resize filter", ["lanczos", "box", "nearest"])
 
 
 @dataclass
@@ -166,6 +168,7 @@ class ClassificationConfig(CommonConfig):
     dataset: DatasetConfig = section(DatasetConfig, "dataset and episodes")
     model: ConvConfig = section(ConvConfig, "network")
     optim: OptimConfig = section(OptimConfig, "outer optimiser")
+    task_chunk: int = nonneg(0, "tasks per vmap call in the meta-update (0: all at once; 1: a loop)")
 
 
 # ---------------------------------------------------------------------------- meta-RL
@@ -176,7 +179,6 @@ class EnvConfig:
     id: str = _f("metarl/Navigation2D-v0", "Gymnasium id (see `metarl envs`)")
     episodes_per_task: int = positive(20, "episodes per task per sampling (paper: 20)")
     kwargs: dict = _f(dict, "extra keyword arguments of the env", factory=True)
-    oracle: bool = _f(False, "append the task to the observation (the paper's oracle baseline)")
 
 
 @dataclass

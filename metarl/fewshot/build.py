@@ -64,7 +64,7 @@ def build_classification(cfg: ClassificationConfig) -> SupervisedMAML:
         module, train, val_batch, loss="ce", meta_batch_size=cfg.meta_batch_size,
         inner_lr=cfg.inner.lr, inner_steps=cfg.inner.steps, first_order=cfg.inner.first_order,
         learn_lr=cfg.inner.learn_lr, outer_lr=cfg.optim.lr, grad_clip=cfg.optim.grad_clip,
-        seed=cfg.seed, device=cfg.device,
+        seed=cfg.seed, device=cfg.device, task_chunk=cfg.task_chunk,
     )
 
 

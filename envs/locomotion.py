@@ -1,0 +1,168 @@
+"""Locomotion tasks on Gymnasium's v5 MuJoCo robots (Finn et al. 2017, arXiv 1703.03400, sec. 5.3).
+
+Each class subclasses Gymnasium's ``HalfCheetahEnv`` or ``AntEnv`` and keeps its physics,
+observation, reset noise and (for the Ant) its healthy, control and contact terms and its
+unhealthy termination. Only the forward term of the reward is replaced by the task's
+term: Gymnasium's ``step`` calls ``self._get_rew(x_velocity, action)``, which we override.
+``info`` reports ``reward_task`` in place of Gymnasium's ``reward_forward``; the
+``reward_*`` entries sum to the reward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import utils
+from gymnasium.envs.mujoco.ant_v5 import AntEnv
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+
+from envs.tasks import DirectionTasks, GoalTasks, Task, TaskEnvMixin, TaskSpace, VelocityTasks
+
+
+class _LocomotionTaskMixin(TaskEnvMixin):
+    """Shared by the five locomotion classes: the task's reward term and checked actions."""
+
+    def _setup(self, task_space: TaskSpace, task: Task | None, kwargs: dict[str, Any]) -> None:
+        if "forward_reward_weight" in kwargs:
+            raise TypeError(f"{type(self).__name__}: forward_reward_weight does not apply, the task term replaces it")
+        self._init_task(task_space, task)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        # float64 so that the control cost is computed in float64, as the batched path does
+        return super().step(self._check_action(action, np.float64))  # type: ignore[misc]
+
+    def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, float]]:
+        _, terms = super()._get_rew(x_velocity, action)  # type: ignore[misc]
+        del terms["reward_forward"]
+        params = self.task_space.params([self._task])[0]
+        xy = self.data.qpos[:2]  # type: ignore[attr-defined]
+        terms = {"reward_task": float(self.task_space.reward(params, x_velocity, xy)), **terms}
+        return sum(terms.values()), terms
+
+
+class HalfCheetahVelEnv(_LocomotionTaskMixin, HalfCheetahEnv):
+    """HalfCheetah running at a goal velocity.
+
+    Spec (Finn et al. 2017, sec. 5.3, "goal velocity"): Gymnasium's HalfCheetah v5 physics,
+    observation (17 floats) and reset noise; task ``{"velocity": v}``, ``v ~ U[0, 2]``
+    (``velocity_range``); reward ``-|v_x - v| - 0.05 * ||a||^2`` with ``v_x`` the forward
+    velocity Gymnasium reports (``info["x_velocity"]``: the change of the root's x
+    position over ``dt = 0.05``); never terminates; 200 steps (from ``register``).
+
+    Departures: the paper used rllab's MuJoCo 1.x model; this is Gymnasium's v5 model on
+    current MuJoCo, so returns are not comparable number for number. The default task
+    (no task given) is ``v = 1``.
+    """
+
+    def __init__(
+        self,
+        task: Task | None = None,
+        *,
+        velocity_range: tuple[float, float] = (0.0, 2.0),
+        ctrl_cost_weight: float = 0.05,
+        **kwargs: Any,
+    ) -> None:
+        HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
+        self._setup(VelocityTasks(*map(float, velocity_range)), task, kwargs)
+        utils.EzPickle.__init__(self, task, velocity_range=velocity_range, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
+
+
+class HalfCheetahDirEnv(_LocomotionTaskMixin, HalfCheetahEnv):
+    """HalfCheetah running forward or backward.
+
+    Spec (Finn et al. 2017, sec. 5.3, "goal direction"): Gymnasium's HalfCheetah v5 physics,
+    observation and reset noise; task ``{"direction": d}``, ``d = +1 or -1`` with equal
+    probability; reward ``d * v_x - 0.05 * ||a||^2``; never terminates; 200 steps.
+
+    Departures: Gymnasium's v5 model on current MuJoCo rather than rllab's; the default
+    task is ``d = +1``.
+    """
+
+    def __init__(self, task: Task | None = None, *, ctrl_cost_weight: float = 0.05, **kwargs: Any) -> None:
+        HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
+        self._setup(DirectionTasks(), task, kwargs)
+        utils.EzPickle.__init__(self, task, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
+
+
+class AntVelEnv(_LocomotionTaskMixin, AntEnv):
+    """Ant running at a goal velocity.
+
+    Spec (Finn et al. 2017, sec. 5.3, "goal velocity"): Gymnasium's Ant v5 with the forward
+    term replaced by ``-|v_x - v|``; task ``{"velocity": v}``, ``v ~ U[0, 3]``
+    (``velocity_range``); 200 steps (from ``register``).
+
+    Kept from Gymnasium's Ant v5 as they are: physics, reset noise, the 105-float
+    observation (including the external contact forces ``cfrc_ext`` of the 13 bodies,
+    clipped to [-1, 1], which are non-zero on MuJoCo >= 3 whenever a leg touches the
+    ground), the healthy term (+1 while the torso's z is in [0.2, 1]), the control term
+    (``-0.5 * ||a||^2``), the contact term (``-5e-4 * ||clip(cfrc_ext, -1, 1)||^2``) and the
+    termination when unhealthy.
+
+    ``v_x`` is Gymnasium's ``info["x_velocity"]``: the change of the torso body's x position
+    (``data.xpos``, as MuJoCo leaves it after the step) over ``dt = 0.05``.
+
+    Departures: the paper used rllab's Ant and cost weights; these are Gymnasium's. The
+    default task (no task given) is ``v = 1.5``.
+    """
+
+    def __init__(
+        self, task: Task | None = None, *, velocity_range: tuple[float, float] = (0.0, 3.0), **kwargs: Any
+    ) -> None:
+        AntEnv.__init__(self, **kwargs)
+        self._setup(VelocityTasks(*map(float, velocity_range)), task, kwargs)
+        utils.EzPickle.__init__(self, task, velocity_range=velocity_range, **kwargs)
+
+
+class AntDirEnv(_LocomotionTaskMixin, AntEnv):
+    """Ant running forward or backward along x.
+
+    Spec (Finn et al. 2017, sec. 5.3, "goal direction"): Gymnasium's Ant v5 with the forward
+    term replaced by ``d * v_x``; task ``{"direction": d}``, ``d = +1 or -1`` with equal
+    probability; 200 steps (from ``register``).
+
+    Kept from Gymnasium's Ant v5 as they are: physics, reset noise, the 105-float
+    observation (including the external contact forces ``cfrc_ext`` of the 13 bodies,
+    clipped to [-1, 1], which are non-zero on MuJoCo >= 3 whenever a leg touches the
+    ground), the healthy term (+1 while the torso's z is in [0.2, 1]), the control term
+    (``-0.5 * ||a||^2``), the contact term (``-5e-4 * ||clip(cfrc_ext, -1, 1)||^2``) and the
+    termination when unhealthy.
+
+    ``v_x`` is Gymnasium's ``info["x_velocity"]``: the change of the torso body's x position
+    (``data.xpos``, as MuJoCo leaves it after the step) over ``dt = 0.05``.
+
+    Departures: the paper used rllab's Ant and cost weights; these are Gymnasium's. The
+    default task is ``d = +1``.
+    """
+
+    def __init__(self, task: Task | None = None, **kwargs: Any) -> None:
+        AntEnv.__init__(self, **kwargs)
+        self._setup(DirectionTasks(), task, kwargs)
+        utils.EzPickle.__init__(self, task, **kwargs)
+
+
+class AntGoalEnv(_LocomotionTaskMixin, AntEnv):
+    """Ant walking to a goal position in the plane.
+
+    Spec: Gymnasium's Ant v5 with the forward term replaced by ``-||xy - goal||_2``, with
+    ``xy = qpos[0:2]`` the torso's position after the step; task ``{"goal": (x, y)}``
+    uniform in the disc of radius 3 (``goal_radius``), as in PEARL (Rakelly et al. 2019,
+    arXiv 1903.08254); 200 steps (from ``register``).
+
+    Kept from Gymnasium's Ant v5 as they are: physics, reset noise, the 105-float
+    observation (including the external contact forces ``cfrc_ext`` of the 13 bodies,
+    clipped to [-1, 1], which are non-zero on MuJoCo >= 3 whenever a leg touches the
+    ground), the healthy term (+1 while the torso's z is in [0.2, 1]), the control term
+    (``-0.5 * ||a||^2``), the contact term (``-5e-4 * ||clip(cfrc_ext, -1, 1)||^2``) and the
+    termination when unhealthy.
+
+    Departures: Finn et al. 2017 have no Ant goal task. PEARL's and ProMP's (Rothfuss et
+    al. 2018, arXiv 1810.06784) Ant goal envs reward the L1 distance, with their own cost
+    weights, and ProMP draws goals in the box [-3, 3]^2; we use the Euclidean distance, as
+    Navigation2D does, and Gymnasium's weights. The default task is ``goal = (1.5, 0)``.
+    """
+
+    def __init__(self, task: Task | None = None, *, goal_radius: float = 3.0, **kwargs: Any) -> None:
+        AntEnv.__init__(self, **kwargs)
+        self._setup(GoalTasks("disc", float(goal_radius), (0.5 * goal_radius, 0.0)), task, kwargs)
+        utils.EzPickle.__init__(self, task, goal_radius=goal_radius, **kwargs)

@@ -1,0 +1,214 @@
+"""MAML-TRPO meta-RL runs: the learner driven by ``metarl train`` and its evaluation.
+
+One meta-iteration (Finn et al. 2017, Algorithm 3): draw ``meta_batch_size`` tasks; for
+each inner step k sample pre-update episodes with the current (per-task) parameters and
+adapt; sample post-update episodes with the adapted policies; take one TRPO meta-step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+import envs  # noqa: F401  (registers the environments)
+from metarl.checkpoint import rng_state, set_rng_state
+from metarl.config import RLConfig
+from metarl.maml import Params, detach_params, params_of
+from metarl.rl.episodes import Episodes
+from metarl.rl.maml_trpo import MAMLTRPO
+from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+from metarl.rl.sampler import make_sampler
+
+
+def make_env(cfg: RLConfig) -> gym.Env:
+    """One instance of the run's environment (spaces and task sampling)."""
+    return gym.make(cfg.env.id, **env_kwargs(cfg))
+
+
+def env_kwargs(cfg: RLConfig) -> dict[str, Any]:
+    return dict(cfg.env.kwargs)
+
+
+def policy_module(cfg: RLConfig, env: gym.Env | None = None) -> nn.Module:
+    """The run's policy: Gaussian MLP for Box actions, categorical MLP for Discrete ones."""
+    env = env if env is not None else make_env(cfg)
+    obs_dim = int(np.prod(env.observation_space.shape))
+    if isinstance(env.action_space, gym.spaces.Discrete):
+        return CategoricalMLPPolicy(obs_dim, int(env.action_space.n), cfg.policy.hidden, cfg.policy.activation)
+    act_dim = int(np.prod(env.action_space.shape))
+    return GaussianMLPPolicy(obs_dim, act_dim, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std)
+
+
+def seeded_policy(cfg: RLConfig, seed: int, env: gym.Env | None = None) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return policy_module(cfg, env)
+
+
+def make_algo(cfg: RLConfig, policy: nn.Module) -> MAMLTRPO:
+    steps = 0 if cfg.algorithm == "pretrain" else cfg.inner.steps
+    return MAMLTRPO(
+        policy, inner_lr=cfg.inner.lr, inner_steps=steps, first_order=cfg.inner.first_order,
+        max_kl=cfg.trpo.max_kl, cg_iters=cfg.trpo.cg_iters, cg_damping=cfg.trpo.cg_damping,
+        ls_ratio=cfg.trpo.ls_ratio, ls_max_steps=cfg.trpo.ls_max_steps, gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda, normalize_advantages=cfg.normalize_advantages,
+    )
+
+
+def _sampler(cfg: RLConfig, seed: int) -> Any:
+    if cfg.sampler.backend == "ray":
+        from metarl.rl.ray_sampler import make_ray_sampler
+
+        return make_ray_sampler(cfg, seed=seed)
+    return make_sampler(
+        cfg.env.id, episodes_per_task=cfg.env.episodes_per_task,
+        num_workers=cfg.sampler.num_workers or None, seed=seed, env_kwargs=env_kwargs(cfg),
+    )
+
+
+class MAMLTRPOLearner:
+    """Meta-trains a policy with MAML-TRPO; best checkpoint by post-update return."""
+
+    best_key = "train/return_post"
+    best_mode = "max"
+
+    def __init__(self, cfg: RLConfig) -> None:
+        self.cfg = cfg
+        self.env = make_env(cfg)
+        self.module = seeded_policy(cfg, cfg.seed, self.env)
+        self.algo = make_algo(cfg, self.module)
+        self.sampler = _sampler(cfg, cfg.seed)
+        self.np_rng = np.random.default_rng(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # kept for symmetry of RNG state
+
+    def sample_adapted(self, tasks: list[dict]) -> tuple[list[Episodes], Episodes, Params]:
+        """Pre-update episodes for each inner step, post-update episodes, and the adapted params."""
+        theta = detach_params(params_of(self.module))
+        train: list[Episodes] = []
+        params: Params = theta
+        per_task = False
+        for _ in range(self.algo.inner_steps):
+            train.append(Episodes.stack(self.sampler.sample(self.module, params, tasks, per_task=per_task)))
+            params = detach_params(self.algo.adapt(train, theta))
+            per_task = True
+        valid = Episodes.stack(self.sampler.sample(self.module, params, tasks, per_task=per_task))
+        return train, valid, params
+
+    def train_step(self, iteration: int, log: bool) -> dict[str, float]:
+        tasks = self.env.unwrapped.sample_tasks(self.cfg.meta_batch_size, self.np_rng)
+        t0 = time.perf_counter()
+        train, valid, _ = self.sample_adapted(tasks)
+        t1 = time.perf_counter()
+        metrics = dict(self.algo.step(train if train else valid, valid))
+        t2 = time.perf_counter()
+        steps = sum(float(e.masks.sum()) for e in [*train, valid])
+        ns = {"inner_loss": "train", "entropy": "train", "logp_gap": "train"}
+        out = {f"{ns.get(k, 'trpo')}/{k}": float(v) for k, v in metrics.items()}
+        out["train/return_post"] = float(valid.returns().mean())
+        out["train/return_pre"] = float(train[0].returns().mean()) if train else out["train/return_post"]
+        out["time/sample_s"] = t1 - t0
+        out["time/update_s"] = t2 - t1
+        out["time/env_steps_per_s"] = steps / max(t1 - t0, 1e-9)
+        return out
+
+    def validate(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.module.state_dict(),
+            "rng": rng_state(self.generator, self.np_rng),
+            "sampler": self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.module.load_state_dict(state["model"])
+        set_rng_state(state["rng"], self.generator, self.np_rng)
+        if state.get("sampler") is not None and hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(state["sampler"])
+
+    def close(self) -> None:
+        self.sampler.close()
+        self.env.close()
+
+
+def build_rl(cfg: RLConfig) -> MAMLTRPOLearner:
+    return MAMLTRPOLearner(cfg)
+
+
+# ---------------------------------------------------------------------------- evaluation
+def adaptation_returns(
+    cfg: RLConfig, policy: nn.Module, tasks: list[dict], *, steps: int, seed: int
+) -> torch.Tensor:
+    """Mean return per task after 0..``steps`` inner steps, resampling after each: ``[steps+1, N]``."""
+    algo = make_algo(cfg, policy)
+    sampler = _sampler(cfg, seed)
+    try:
+        theta: Params = detach_params(params_of(policy))
+        params, per_task = theta, False
+        batches: list[Episodes] = []
+        out = []
+        for k in range(steps + 1):
+            batches.append(Episodes.stack(sampler.sample(policy, params, tasks, per_task=per_task)))
+            out.append(batches[-1].returns().mean(-1))
+            if k < steps:  # the training inner loop, resampling after each step
+                params = algo.adapt(batches, theta, lr_decay=cfg.test_lr_decay)
+                per_task = True
+        return torch.stack(out)
+    finally:
+        sampler.close()
+
+
+def adapt_policy(run: Any, episodes: Episodes, *, steps: int) -> Params:
+    """``metarl.load(run).adapt(episodes)``: one task's params after ``steps`` steps on ``episodes``."""
+    if steps == 0:
+        return dict(run.params)
+    algo = make_algo(run.config, run.module)
+    batch = Episodes.stack([episodes])
+    fast = algo.adapt([batch] * steps, run.params, lr_decay=run.config.test_lr_decay)
+    return {k: v[0] for k, v in fast.items()}
+
+
+def evaluate_rl(
+    cfg: RLConfig,
+    learner_state: dict[str, Any],
+    *,
+    n_tasks: int,
+    steps: int,
+    seed: int,
+    baselines: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Return after 0..steps adaptation steps on ``n_tasks`` fresh tasks, for MAML and baselines."""
+    from metarl.config import config_from_dict
+    from metarl.fewshot.build import summarize
+
+    env = make_env(cfg)
+    tasks = env.unwrapped.sample_tasks(n_tasks, np.random.default_rng(seed))
+    policy = policy_module(cfg, env)
+    policy.load_state_dict(learner_state["model"])
+    result = {"metric": "return", "by_step": summarize(adaptation_returns(cfg, policy, tasks, steps=steps, seed=seed))}
+    out_baselines: dict[str, Any] = {}
+    random_policy = seeded_policy(cfg, seed + 20_011, env)
+    out_baselines["random"] = {
+        "by_step": summarize(adaptation_returns(cfg, random_policy, tasks, steps=steps, seed=seed))
+    }
+    for name, state in baselines.items():
+        bcfg = config_from_dict(state["config"])
+        if bcfg.benchmark != "rl" or bcfg.env.id != cfg.env.id:
+            raise ValueError(f"--baseline {name}: its env {getattr(bcfg, 'env', None)} differs from {cfg.env.id}")
+        # the baseline is adapted with the evaluated run's inner loop (same steps and lr)
+        bcfg = config_from_dict({**state["config"], "inner": state["config"]["inner"] | {"lr": cfg.inner.lr},
+                                 "test_lr_decay": cfg.test_lr_decay})
+        bpolicy = policy_module(bcfg)
+        bpolicy.load_state_dict(state["learner"]["model"])
+        curve = adaptation_returns(bcfg, bpolicy, tasks, steps=steps, seed=seed)
+        out_baselines[name] = {"by_step": summarize(curve)}
+    result["baselines"] = out_baselines
+    env.close()
+    return result

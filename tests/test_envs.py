@@ -1,0 +1,333 @@
+"""The meta-RL environments: Gymnasium conformance, rewards recomputed from MuJoCo state, the
+task protocol, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import envs
+
+torch.set_num_threads(1)
+
+IDS = list(envs.ENV_IDS)
+MUJOCO_IDS = [i for i in IDS if "Navigation" not in i]
+ANT_IDS = [i for i in IDS if "Ant" in i]
+
+
+def reward_terms(info: dict) -> float:
+    return sum(v for k, v in info.items() if k.startswith("reward_"))
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_check_env(env_id: str) -> None:
+    env = gym.make(env_id)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Box observation space m.*infinity.*")
+        check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+def test_registered_ids_and_horizons() -> None:
+    horizons = {env_id: gym.spec(env_id).max_episode_steps for env_id in IDS}
+    assert horizons == {
+        "metarl/Navigation2D-v0": 100,
+        "metarl/HalfCheetahVel-v0": 200,
+        "metarl/HalfCheetahDir-v0": 200,
+        "metarl/AntVel-v0": 200,
+        "metarl/AntDir-v0": 200,
+        "metarl/AntGoal-v0": 200,
+    }
+
+
+def test_make_with_module_prefix_without_import() -> None:
+    code = (
+        "import sys, gymnasium\n"
+        "assert 'envs' not in sys.modules\n"
+        "env = gymnasium.make('envs:metarl/HalfCheetahVel-v0')\n"
+        "print(env.spec.id, env.spec.max_episode_steps)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["metarl/HalfCheetahVel-v0", "200"]
+
+
+def test_describe_and_table() -> None:
+    rows = envs.describe()
+    assert [r["id"] for r in rows] == IDS
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["metarl/Navigation2D-v0"]["observation_shape"] == (2,)
+    assert by_id["metarl/HalfCheetahVel-v0"]["observation_shape"] == (17,)
+    assert by_id["metarl/AntGoal-v0"]["observation_shape"] == (105,)
+    assert by_id["metarl/AntGoal-v0"]["action_shape"] == (8,)
+    assert by_id["metarl/HalfCheetahVel-v0"]["horizon"] == 200
+    table = envs.format_envs_table()
+    for env_id in IDS:
+        assert env_id in table
+    assert "U[0, 2]" in table and "radius 3" in table
+
+
+# --- rewards recomputed independently -----------------------------------------------------
+
+
+def test_navigation_reward_and_termination() -> None:
+    env = gym.make("metarl/Navigation2D-v0")
+    obs, _ = env.reset(seed=0, options={"task": {"goal": (0.3, -0.25)}})
+    assert obs.dtype == np.float32 and np.array_equal(obs, np.zeros(2, np.float32))
+    position = np.zeros(2)
+    for action in ([0.5, -0.03], [0.07, -2.0], [-0.01, 0.0]):
+        obs, reward, terminated, truncated, info = env.step(np.array(action, np.float32))
+        position = position + np.clip(action, -0.1, 0.1)
+        np.testing.assert_allclose(obs, position, atol=1e-6)
+        assert reward == pytest.approx(-np.hypot(*(position - (0.3, -0.25))), abs=1e-6)
+        assert reward_terms(info) == reward
+        assert not terminated and not truncated
+    # reaching the goal (closer than 0.01) terminates
+    env.reset(options={"task": {"goal": (0.05, 0.004)}})
+    _, reward, terminated, _, info = env.step(np.array([0.05, 0.0], np.float32))
+    assert terminated and info["distance"] < 0.01 and reward == pytest.approx(-0.004, abs=1e-6)
+    # the paper text's squared distance
+    sq = gym.make("metarl/Navigation2D-v0", squared=True)
+    sq.reset(options={"task": {"goal": (0.3, -0.25)}})
+    _, reward, *_ = sq.step(np.array([0.1, 0.1], np.float32))
+    assert reward == pytest.approx(-(0.2**2 + 0.35**2), abs=1e-6)
+
+
+def test_navigation_truncates_after_100_steps() -> None:
+    env = gym.make("metarl/Navigation2D-v0")
+    env.reset(seed=0, options={"task": {"goal": (0.5, 0.5)}})
+    for t in range(100):
+        _, _, terminated, truncated, _ = env.step(np.array([-0.1, 0.0], np.float32))
+        assert not terminated
+        assert truncated == (t == 99)
+
+
+def _task_term(task: dict, x_velocity: float, xy: np.ndarray) -> float:
+    if "velocity" in task:
+        return -abs(x_velocity - task["velocity"])
+    if "direction" in task:
+        return task["direction"] * x_velocity
+    return -float(np.hypot(*(xy - np.asarray(task["goal"]))))
+
+
+@pytest.mark.parametrize("env_id", ["metarl/HalfCheetahVel-v0", "metarl/HalfCheetahDir-v0"])
+def test_half_cheetah_reward_from_state(env_id: str) -> None:
+    env = gym.make(env_id)
+    data = env.unwrapped.data
+    dt = env.unwrapped.model.opt.timestep * 5
+    rng = np.random.default_rng(0)
+    for task in env.unwrapped.sample_tasks(3, rng):
+        env.reset(seed=1, options={"task": task})
+        for _ in range(20):
+            action = rng.uniform(-1, 1, 6)
+            x_before = data.qpos[0]
+            _, reward, terminated, _, info = env.step(action)
+            x_velocity = (data.qpos[0] - x_before) / dt
+            expected = _task_term(task, x_velocity, data.qpos[:2]) - 0.05 * np.sum(action**2)
+            assert reward == pytest.approx(expected, rel=1e-9, abs=1e-9)
+            assert info["x_velocity"] == pytest.approx(x_velocity, rel=1e-9)
+            assert reward_terms(info) == pytest.approx(reward, rel=1e-12, abs=1e-12)
+            assert not terminated
+
+
+@pytest.mark.parametrize("env_id", ANT_IDS)
+def test_ant_reward_from_state(env_id: str) -> None:
+    env = gym.make(env_id)
+    model, data = env.unwrapped.model, env.unwrapped.data
+    torso = model.body("torso").id
+    dt = model.opt.timestep * 5
+    rng = np.random.default_rng(1)
+    task = env.unwrapped.sample_tasks(1, rng)[0]
+    env.reset(seed=2, options={"task": task})
+    contact_seen = False
+    for _ in range(40):
+        action = rng.uniform(-1, 1, 8)
+        x_before = data.xpos[torso, 0]
+        _, reward, terminated, _, info = env.step(action)
+        x_velocity = (data.xpos[torso, 0] - x_before) / dt
+        z = data.qpos[2]
+        healthy = bool(np.isfinite(data.qpos).all() and np.isfinite(data.qvel).all() and 0.2 <= z <= 1.0)
+        contact = 5e-4 * np.sum(np.clip(data.cfrc_ext, -1, 1) ** 2)
+        contact_seen |= contact > 0
+        expected = _task_term(task, x_velocity, data.qpos[:2]) + float(healthy) - 0.5 * np.sum(action**2) - contact
+        assert reward == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        assert reward_terms(info) == pytest.approx(reward, rel=1e-12, abs=1e-12)
+        assert terminated == (not healthy)
+        if terminated:
+            break
+    assert contact_seen
+
+
+def test_ant_contact_forces_in_observation_are_nonzero() -> None:
+    """On MuJoCo >= 3, Gymnasium's Ant v5 observation carries the clipped contact forces."""
+    assert int(mujoco.__version__.split(".")[0]) >= 3
+    env = gym.make("metarl/AntVel-v0")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (105,)
+    assert env.unwrapped.observation_structure["cfrc_ext"] == 78  # 13 bodies x 6
+    rng = np.random.default_rng(0)
+    nonzero_steps = 0
+    for _ in range(60):
+        obs, _, terminated, _, info = env.step(rng.uniform(-1, 1, 8))
+        forces = obs[27:]
+        np.testing.assert_array_equal(forces, np.clip(env.unwrapped.data.cfrc_ext[1:].ravel(), -1, 1))
+        if np.any(forces != 0):
+            nonzero_steps += 1
+            assert info["reward_contact"] < 0
+        if terminated:
+            break
+    assert nonzero_steps >= 5
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_tasks_change_the_reward(env_id: str) -> None:
+    env = gym.make(env_id)
+    tasks = env.unwrapped.sample_tasks(2, np.random.default_rng(3))
+    if "direction" in tasks[0]:
+        tasks = [{"direction": 1}, {"direction": -1}]
+    returns = []
+    for task in tasks:
+        env.reset(seed=4, options={"task": task})
+        action_rng = np.random.default_rng(5)
+        total = 0.0
+        for _ in range(10):
+            _, reward, *_ = env.step(action_rng.uniform(-0.1, 0.1, env.action_space.shape))
+            total += reward
+        returns.append(total)
+    assert returns[0] != pytest.approx(returns[1], abs=1e-6)
+
+
+# --- the task protocol --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_sample_tasks(env_id: str) -> None:
+    env = gym.make(env_id).unwrapped
+    tasks = env.sample_tasks(200, np.random.default_rng(0))
+    assert len(tasks) == 200 and all(isinstance(t, dict) and len(t) == 1 for t in tasks)
+    assert tasks == env.sample_tasks(200, np.random.default_rng(0))
+    assert tasks != env.sample_tasks(200, np.random.default_rng(1))
+    for t in tasks:  # every sampled task is accepted
+        env.reset(options={"task": t})
+        assert env.task == t
+    key = next(iter(tasks[0]))
+    values = np.array([t[key] for t in tasks], dtype=float)
+    if env_id == "metarl/Navigation2D-v0":
+        assert np.abs(values).max() <= 0.5 and np.abs(values).max() > 0.45
+    elif env_id == "metarl/AntGoal-v0":
+        radii = np.hypot(values[:, 0], values[:, 1])
+        assert radii.max() <= 3.0 and radii.max() > 2.8
+    elif key == "velocity":
+        high = 2.0 if "Cheetah" in env_id else 3.0
+        assert values.min() >= 0.0 and values.max() <= high and values.max() > 0.9 * high
+    else:
+        assert set(values) == {-1.0, 1.0} and 70 < (values > 0).sum() < 130
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_task_persists_across_resets(env_id: str) -> None:
+    env = gym.make(env_id)
+    default = env.unwrapped.task
+    task = env.unwrapped.sample_tasks(1, np.random.default_rng(7))[0]
+    env.reset(seed=0, options={"task": task})
+    assert env.unwrapped.task == task
+    env.reset()
+    env.reset(seed=3)
+    assert env.unwrapped.task == task
+    assert gym.make(env_id).unwrapped.task == default
+
+
+def test_task_persists_across_vector_autoreset() -> None:
+    goal = (0.3, -0.2)
+    vec = gym.vector.SyncVectorEnv([lambda: gym.make("metarl/Navigation2D-v0", max_episode_steps=3) for _ in range(2)])
+    vec.reset(seed=0, options={"task": {"goal": goal}})
+    autoresets = 0
+    for _ in range(8):
+        obs, reward, terminated, truncated, _ = vec.step(np.full((2, 2), 0.05, np.float32))
+        if np.all(obs == 0) and np.all(reward == 0):  # Gymnasium's next-step autoreset
+            autoresets += 1
+            continue
+        np.testing.assert_allclose(reward, -np.hypot(*(obs - goal).T), atol=1e-6)
+    assert autoresets == 2
+    assert vec.get_attr("task") == ({"goal": goal}, {"goal": goal})
+    vec.close()
+
+
+def test_mujoco_task_persists_across_vector_autoreset() -> None:
+    vec = gym.vector.SyncVectorEnv([lambda: gym.make("metarl/HalfCheetahDir-v0", max_episode_steps=2)])
+    vec.reset(seed=0, options={"task": {"direction": -1}})
+    for _ in range(6):
+        vec.step(np.zeros((1, 6), np.float32))
+    assert vec.get_attr("task") == ({"direction": -1},)
+    vec.close()
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+BAD_TASKS = [
+    ("metarl/Navigation2D-v0", {"goal": (0.1, 0.2), "speed": 1}, "unknown task key.*speed"),
+    ("metarl/Navigation2D-v0", {"velocity": 1.0}, "unknown task key.*velocity"),
+    ("metarl/Navigation2D-v0", {"goal": (0.7, 0.0)}, r"\(0.7, 0.0\) is outside the task space"),
+    ("metarl/Navigation2D-v0", {"goal": (0.1, float("nan"))}, "finite"),
+    ("metarl/Navigation2D-v0", {"goal": (0.1, 0.2, 0.3)}, "two numbers"),
+    ("metarl/HalfCheetahVel-v0", {"velocity": 2.5}, "velocity 2.5 is outside the task space"),
+    ("metarl/HalfCheetahVel-v0", {}, "lacks the key 'velocity'"),
+    ("metarl/HalfCheetahDir-v0", {"direction": 0}, "direction must be \\+1 or -1, got 0"),
+    ("metarl/AntVel-v0", {"velocity": -0.1}, "velocity -0.1 is outside"),
+    ("metarl/AntDir-v0", {"goal": (1, 1)}, "unknown task key"),
+    ("metarl/AntGoal-v0", {"goal": (2.5, 2.5)}, r"\(2.5, 2.5\) is outside the task space"),
+]
+
+
+@pytest.mark.parametrize(("env_id", "task", "message"), BAD_TASKS)
+def test_bad_task_gives_clear_error(env_id: str, task: dict, message: str) -> None:
+    env = gym.make(env_id)
+    with pytest.raises(ValueError, match=message) as err:
+        env.reset(options={"task": task})
+    assert env_id in str(err.value)
+
+
+def test_task_must_be_a_dict() -> None:
+    env = gym.make("metarl/AntGoal-v0")
+    with pytest.raises(TypeError, match="metarl/AntGoal-v0.*a task is a dict"):
+        env.reset(options={"task": (1.0, 1.0)})
+    with pytest.raises(ValueError, match="metarl/AntGoal-v0.*unknown reset option"):
+        env.reset(options={"goal": (1.0, 1.0)})
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_bad_actions_give_clear_errors(env_id: str) -> None:
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    shape = env.action_space.shape
+    with pytest.raises(ValueError, match=rf"{env_id}: action must have shape \({shape[0]},\), got shape \(3,\)"):
+        env.step(np.zeros(3))
+    nan_action = np.zeros(shape)
+    nan_action[1] = np.nan
+    with pytest.raises(ValueError, match=f"{env_id}: action must be finite.*nan"):
+        env.step(nan_action)
+    env.step(np.zeros(shape))  # still usable afterwards
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_task_as_constructor_argument_and_pickling(env_id: str) -> None:
+    task = gym.make(env_id).unwrapped.sample_tasks(1, np.random.default_rng(9))[0]
+    env = gym.make(env_id, task=task).unwrapped
+    assert env.task == task
+    assert pickle.loads(pickle.dumps(env)).task == task
+
+
+def test_constructor_errors() -> None:
+    with pytest.raises(ValueError, match=r"AntGoalEnv: task goal \(5.0, 0.0\) is outside the task space"):
+        envs.AntGoalEnv(task={"goal": (5, 0)})
+    with pytest.raises(TypeError, match="forward_reward_weight does not apply"):
+        envs.HalfCheetahVelEnv(forward_reward_weight=2.0)

@@ -49,7 +49,7 @@ def evaluate(
             baselines=base_states, pretrain_iterations=pretrain_iterations,
         )
     else:
-        from metarl.rl.evaluate import evaluate_rl
+        from metarl.rl.build import evaluate_rl
 
         body = evaluate_rl(cfg, state["learner"], n_tasks=n_tasks, steps=steps, seed=seed, baselines=base_states)
     return {

@@ -205,9 +205,8 @@ class TRPOConfig:
 class SamplerConfig:
     """Rollout collection."""
 
-    backend: str = choice("local", "local (this machine) or ray (a cluster)", ["local", "ray"])
+    backend: str = choice("local", "local: threads / worker processes on this machine (Ray: not yet)", ["local"])
     num_workers: int = nonneg(0, "physics threads / workers (0: number of cores)")
-    address: str | None = _f(None, "ray: null starts a local Ray; 'auto' or ray://host:port joins a cluster")
 
 
 @dataclass

@@ -62,10 +62,6 @@ def make_algo(cfg: RLConfig, policy: nn.Module) -> MAMLTRPO:
 
 
 def _sampler(cfg: RLConfig, seed: int) -> Any:
-    if cfg.sampler.backend == "ray":
-        from metarl.rl.ray_sampler import make_ray_sampler
-
-        return make_ray_sampler(cfg, seed=seed)
     return make_sampler(
         cfg.env.id, episodes_per_task=cfg.env.episodes_per_task,
         num_workers=cfg.sampler.num_workers or None, seed=seed, env_kwargs=env_kwargs(cfg),
@@ -185,7 +181,7 @@ def evaluate_rl(
     baselines: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """Return after 0..steps adaptation steps on ``n_tasks`` fresh tasks, for MAML and baselines."""
-    from metarl.config import config_from_dict
+    from metarl.config import ConfigError, config_from_dict
     from metarl.fewshot.build import summarize
 
     env = make_env(cfg)
@@ -201,7 +197,7 @@ def evaluate_rl(
     for name, state in baselines.items():
         bcfg = config_from_dict(state["config"])
         if bcfg.benchmark != "rl" or bcfg.env.id != cfg.env.id:
-            raise ValueError(f"--baseline {name}: its env {getattr(bcfg, 'env', None)} differs from {cfg.env.id}")
+            raise ConfigError(f"--baseline {name}: its env {getattr(bcfg, 'env', None)} differs from {cfg.env.id}")
         # the baseline is adapted with the evaluated run's inner loop (same steps and lr)
         bcfg = config_from_dict({**state["config"], "inner": state["config"]["inner"] | {"lr": cfg.inner.lr},
                                  "test_lr_decay": cfg.test_lr_decay})

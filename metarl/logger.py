@@ -104,7 +104,9 @@ class RunLogger:
         self.csv = MetricsCSV(logdir / "metrics.csv")
         if resume_iteration is not None:
             self.csv.truncate_after(resume_iteration)
-        self.tb = SummaryWriter(str(logdir), purge_step=None if resume_iteration is None else resume_iteration + 1)
+        self.tb = SummaryWriter(
+            str(logdir), purge_step=None if resume_iteration is None else resume_iteration + 1, flush_secs=10
+        )
 
     def log(self, iteration: int, metrics: dict[str, float]) -> None:
         for k, v in metrics.items():

@@ -7,6 +7,7 @@ streams and exposes ``train_step(iteration, log) -> metrics``, ``validate() -> m
 
 from __future__ import annotations
 
+import io
 import math
 import signal
 import sys
@@ -124,7 +125,7 @@ def train(
         learner.load_state_dict(state["learner"])
         start, best = int(state["iteration"]), state.get("best")
     logger = RunLogger(run_dir, resume_iteration=start if state is not None else None)
-    progress = Progress(cfg.num_iterations, start, stream=open("/dev/null", "w") if quiet else None)  # noqa: SIM115
+    progress = Progress(cfg.num_iterations, start, stream=io.StringIO() if quiet else None)
     if not quiet:
         print(f"[metarl] run dir: {run_dir}  (tensorboard --logdir {run_dir.parent})", file=sys.stderr)
 

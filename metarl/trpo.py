@@ -54,13 +54,17 @@ def conjugate_gradient(
     b: torch.Tensor,
     iters: int = 10,
     residual_tol: float = 1e-10,
-) -> torch.Tensor:
+    *,
+    return_residual: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Approximately solve ``A x = b`` for symmetric positive-definite A given only ``v -> A v``.
 
     Hestenes & Stiefel 1952; Nocedal & Wright, *Numerical Optimization*, alg. 5.2. Starts
     from x = 0 and stops after ``iters`` iterations or once the squared residual norm
     ``r^T r`` drops below ``residual_tol``. In exact arithmetic it is exact after P
-    iterations for ``b`` of size P. Shapes: ``b [P]``, returns ``[P]``.
+    iterations for ``b`` of size P. Shapes: ``b [P]``, returns ``[P]``; with
+    ``return_residual`` also the residual ``r = b - A x`` that CG tracks, so that
+    ``x^T A x = x^T (b - r)`` costs no further product with A.
     """
     x = torch.zeros_like(b)
     r = b.clone()
@@ -76,7 +80,7 @@ def conjugate_gradient(
         rr_new = torch.dot(r, r)
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x
+    return (x, r) if return_residual else x
 
 
 def fisher_vector_product(
@@ -178,8 +182,8 @@ def trust_region_step(
         return {k: v.clone() for k, v in old.items()}, metrics
 
     fvp = fisher_vector_product(kl, leaves, cg_damping)
-    s = conjugate_gradient(fvp, g, iters=cg_iters)
-    sFs = float(torch.dot(s, fvp(s)))
+    s, residual = conjugate_gradient(fvp, g, iters=cg_iters, return_residual=True)
+    sFs = float(torch.dot(s, g - residual))  # = s^T (F + damping I) s, without an 11th product
     del fvp, kl, loss  # free the double-backprop graph before the line search
     if not math.isfinite(sFs) or sFs <= 0.0:
         raise FloatingPointError(f"trust_region_step: s^T F s = {sFs}; the damped Fisher must be positive")

@@ -256,3 +256,13 @@ def test_live_module_parameters_are_neither_written_nor_given_grads() -> None:
         assert torch.equal(p.detach(), theta[k])
         assert p.grad is None
         assert not new[k].requires_grad
+
+
+def test_conjugate_gradient_residual_gives_the_quadratic_form() -> None:
+    torch.manual_seed(11)
+    m = torch.randn(6, 6, dtype=torch.float64)
+    A = m @ m.T + 0.5 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(6, dtype=torch.float64)
+    x, r = conjugate_gradient(lambda v: A @ v, b, iters=3, return_residual=True)  # not converged
+    torch.testing.assert_close(r, b - A @ x)
+    torch.testing.assert_close(torch.dot(x, b - r), x @ A @ x)

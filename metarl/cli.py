@@ -87,6 +87,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from metarl.benchmarks.fewshot import main as bench
     elif args.what == "rl":
         from metarl.benchmarks.rl import main as bench
+    elif args.what == "time-to-result":
+        from metarl.benchmarks.time_to_result import main as bench
+    elif args.what == "ray":
+        from metarl.benchmarks.ray import main as bench
     else:  # pragma: no cover - argparse restricts choices
         raise ValueError(args.what)
     return int(bench(rest) or 0)
@@ -121,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="throughput benchmarks against the measured limit or a peer")
-    b.add_argument("what", choices=["envs", "maml", "fewshot", "rl"])
+    b.add_argument("what", choices=["envs", "maml", "fewshot", "rl", "time-to-result", "ray"])
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (--help)")
     b.set_defaults(func=cmd_bench)
 

@@ -77,11 +77,18 @@ class MAMLTRPOLearner:
     def __init__(self, cfg: RLConfig) -> None:
         self.cfg = cfg
         self.env = make_env(cfg)
-        self.module = seeded_policy(cfg, cfg.seed, self.env)
+        self.device = torch.device(cfg.device)
+        self.module = seeded_policy(cfg, cfg.seed, self.env).to(self.device)
         self.algo = make_algo(cfg, self.module)
         self.sampler = _sampler(cfg, cfg.seed)
         self.np_rng = np.random.default_rng(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # kept for symmetry of RNG state
+
+    def _sample(self, params: Params, tasks: list[dict], per_task: bool) -> Episodes:
+        """Sampling runs on the CPU (parameters cross once per call); the episodes go to the
+        device of the meta-update (``--device cuda``)."""
+        cpu = {k: v.detach().cpu() for k, v in params.items()}
+        return Episodes.stack(self.sampler.sample(self.module, cpu, tasks, per_task=per_task)).to(self.device)
 
     def sample_adapted(self, tasks: list[dict]) -> tuple[list[Episodes], Episodes, Params]:
         """Pre-update episodes for each inner step, post-update episodes, and the adapted params."""
@@ -90,10 +97,10 @@ class MAMLTRPOLearner:
         params: Params = theta
         per_task = False
         for _ in range(self.algo.inner_steps):
-            train.append(Episodes.stack(self.sampler.sample(self.module, params, tasks, per_task=per_task)))
+            train.append(self._sample(params, tasks, per_task))
             params = detach_params(self.algo.adapt(train, theta))
             per_task = True
-        valid = Episodes.stack(self.sampler.sample(self.module, params, tasks, per_task=per_task))
+        valid = self._sample(params, tasks, per_task)
         return train, valid, params
 
     def train_step(self, iteration: int, log: bool) -> dict[str, float]:

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# GPU check (at most ~5 minutes): the meta-update runs on CUDA while sampling stays on the CPU.
+# Run on a machine with a GPU from the repository root: bash benchmarks/gpu_check.sh
+# Prints the device, a short sinusoid run and a short
+# Navigation2D MAML-TRPO run with --device cuda next to the same run on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || bash scripts/bootstrap.sh
+PY=.venv/bin/python
+export OMP_NUM_THREADS=1
+out=${OUT:-$(mktemp -d)}
+$PY - <<'PY'
+import torch
+assert torch.cuda.is_available(), "no CUDA device visible to torch"
+print("torch", torch.__version__, "device", torch.cuda.get_device_name(0))
+PY
+for dev in cuda cpu; do
+  /usr/bin/time -f "sinusoid 2000 its on $dev: %e s" .venv/bin/metarl train experiments/configs/sinusoid.yaml \
+    --set num_iterations=2000 --set eval.every=1000 --device $dev --logdir "$out/sin-$dev"
+  /usr/bin/time -f "navigation2d 5 its on $dev: %e s" .venv/bin/metarl train experiments/configs/navigation2d.yaml \
+    --set num_iterations=5 --set policy.hidden=[64,64] --set policy.activation=tanh --device $dev \
+    --logdir "$out/nav-$dev"
+  $PY - "$out/nav-$dev/metrics.csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))[1:]
+s = sorted(float(r["time/sample_s"]) for r in rows); u = sorted(float(r["time/update_s"]) for r in rows)
+print(f"  median sampling {s[len(s)//2]:.2f} s, meta-update {u[len(u)//2]:.2f} s, "
+      f"last post-update return {float(rows[-1]['train/return_post']):.1f}")
+PY
+done
+$PY - "$out/nav-cuda" <<'PY'
+import sys, torch
+state = torch.load(sys.argv[1] + "/checkpoints/last.pt", map_location="cpu", weights_only=False)
+print("checkpoint iteration", state["iteration"], "device in config:", state["config"]["device"])
+PY

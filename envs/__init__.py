@@ -16,7 +16,8 @@ metarl/AntGoal-v0         goal uniform in the disc of radius 3  200
 
 The task protocol (``sample_tasks``, ``reset(options={"task": ...})``, ``env.unwrapped.task``)
 is described in :mod:`envs.tasks`; the batched path used by the sampler is
-:func:`envs.vector.make_vec`.
+:func:`envs.vector.make_vec`. Every env takes ``oracle=True`` (``gymnasium.make(id, oracle=True)``),
+which appends the task's parameters to the observation: the oracle baseline of Finn et al. 2017.
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@ unhealthy termination. Only the forward term of the reward is replaced by the ta
 term: Gymnasium's ``step`` calls ``self._get_rew(x_velocity, action)``, which we override.
 ``info`` reports ``reward_task`` in place of Gymnasium's ``reward_forward``; the
 ``reward_*`` entries sum to the reward.
+
+Every class takes ``oracle=True`` (``gymnasium.make(id, oracle=True)``): Gymnasium's
+observation followed by the task's parameters (the goal velocity, the direction, or the
+goal position), with the observation space widened by the task space's bounds and
+``observation_structure["task"]`` giving their count. This is the oracle baseline of
+Finn et al. 2017, sec. 5.3: "an oracle policy that receives the parameters of the task as
+input".
 """
 
 from __future__ import annotations
@@ -21,12 +28,20 @@ from envs.tasks import DirectionTasks, GoalTasks, Task, TaskEnvMixin, TaskSpace,
 
 
 class _LocomotionTaskMixin(TaskEnvMixin):
-    """Shared by the five locomotion classes: the task's reward term and checked actions."""
+    """Shared by the five locomotion classes: the task's reward term, checked actions and the
+    oracle observation."""
 
-    def _setup(self, task_space: TaskSpace, task: Task | None, kwargs: dict[str, Any]) -> None:
+    def _setup(self, task_space: TaskSpace, task: Task | None, kwargs: dict[str, Any], oracle: bool) -> None:
         if "forward_reward_weight" in kwargs:
             raise TypeError(f"{type(self).__name__}: forward_reward_weight does not apply, the task term replaces it")
-        self._init_task(task_space, task)
+        self._init_task(task_space, task, oracle)
+        self.observation_space = self._oracle_space(self.observation_space)  # type: ignore[attr-defined]
+        if self.oracle:  # Gymnasium's layout of the observation, plus the task part at its end
+            structure = self.observation_structure  # type: ignore[attr-defined]
+            self.observation_structure = {**structure, "task": task_space.dim}
+
+    def _get_obs(self) -> np.ndarray:
+        return self._oracle_obs(super()._get_obs())  # type: ignore[misc]
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         # float64 so that the control cost is computed in float64, as the batched path does
@@ -50,6 +65,9 @@ class HalfCheetahVelEnv(_LocomotionTaskMixin, HalfCheetahEnv):
     velocity Gymnasium reports (``info["x_velocity"]``: the change of the root's x
     position over ``dt = 0.05``); never terminates; 200 steps (from ``register``).
 
+    ``oracle=True``: 18 floats, the 17 above and ``v``; the paper's oracle baseline sees the
+    goal velocity.
+
     Departures: the paper used rllab's MuJoCo 1.x model; this is Gymnasium's v5 model on
     current MuJoCo, so returns are not comparable number for number. The default task
     (no task given) is ``v = 1``.
@@ -61,11 +79,14 @@ class HalfCheetahVelEnv(_LocomotionTaskMixin, HalfCheetahEnv):
         *,
         velocity_range: tuple[float, float] = (0.0, 2.0),
         ctrl_cost_weight: float = 0.05,
+        oracle: bool = False,
         **kwargs: Any,
     ) -> None:
         HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
-        self._setup(VelocityTasks(*map(float, velocity_range)), task, kwargs)
-        utils.EzPickle.__init__(self, task, velocity_range=velocity_range, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
+        self._setup(VelocityTasks(*map(float, velocity_range)), task, kwargs, oracle)
+        utils.EzPickle.__init__(
+            self, task, velocity_range=velocity_range, ctrl_cost_weight=ctrl_cost_weight, oracle=oracle, **kwargs
+        )
 
 
 class HalfCheetahDirEnv(_LocomotionTaskMixin, HalfCheetahEnv):
@@ -75,14 +96,19 @@ class HalfCheetahDirEnv(_LocomotionTaskMixin, HalfCheetahEnv):
     observation and reset noise; task ``{"direction": d}``, ``d = +1 or -1`` with equal
     probability; reward ``d * v_x - 0.05 * ||a||^2``; never terminates; 200 steps.
 
+    ``oracle=True``: 18 floats, Gymnasium's 17 and ``d``; the paper's oracle baseline sees the
+    direction.
+
     Departures: Gymnasium's v5 model on current MuJoCo rather than rllab's; the default
     task is ``d = +1``.
     """
 
-    def __init__(self, task: Task | None = None, *, ctrl_cost_weight: float = 0.05, **kwargs: Any) -> None:
+    def __init__(
+        self, task: Task | None = None, *, ctrl_cost_weight: float = 0.05, oracle: bool = False, **kwargs: Any
+    ) -> None:
         HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
-        self._setup(DirectionTasks(), task, kwargs)
-        utils.EzPickle.__init__(self, task, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
+        self._setup(DirectionTasks(), task, kwargs, oracle)
+        utils.EzPickle.__init__(self, task, ctrl_cost_weight=ctrl_cost_weight, oracle=oracle, **kwargs)
 
 
 class AntVelEnv(_LocomotionTaskMixin, AntEnv):
@@ -102,16 +128,24 @@ class AntVelEnv(_LocomotionTaskMixin, AntEnv):
     ``v_x`` is Gymnasium's ``info["x_velocity"]``: the change of the torso body's x position
     (``data.xpos``, as MuJoCo leaves it after the step) over ``dt = 0.05``.
 
+    ``oracle=True``: the observation ends with ``v`` (106 floats); the paper's oracle baseline
+    sees the goal velocity.
+
     Departures: the paper used rllab's Ant and cost weights; these are Gymnasium's. The
     default task (no task given) is ``v = 1.5``.
     """
 
     def __init__(
-        self, task: Task | None = None, *, velocity_range: tuple[float, float] = (0.0, 3.0), **kwargs: Any
+        self,
+        task: Task | None = None,
+        *,
+        velocity_range: tuple[float, float] = (0.0, 3.0),
+        oracle: bool = False,
+        **kwargs: Any,
     ) -> None:
         AntEnv.__init__(self, **kwargs)
-        self._setup(VelocityTasks(*map(float, velocity_range)), task, kwargs)
-        utils.EzPickle.__init__(self, task, velocity_range=velocity_range, **kwargs)
+        self._setup(VelocityTasks(*map(float, velocity_range)), task, kwargs, oracle)
+        utils.EzPickle.__init__(self, task, velocity_range=velocity_range, oracle=oracle, **kwargs)
 
 
 class AntDirEnv(_LocomotionTaskMixin, AntEnv):
@@ -131,14 +165,17 @@ class AntDirEnv(_LocomotionTaskMixin, AntEnv):
     ``v_x`` is Gymnasium's ``info["x_velocity"]``: the change of the torso body's x position
     (``data.xpos``, as MuJoCo leaves it after the step) over ``dt = 0.05``.
 
+    ``oracle=True``: the observation ends with ``d`` (106 floats); the paper's oracle baseline
+    sees the direction.
+
     Departures: the paper used rllab's Ant and cost weights; these are Gymnasium's. The
     default task is ``d = +1``.
     """
 
-    def __init__(self, task: Task | None = None, **kwargs: Any) -> None:
+    def __init__(self, task: Task | None = None, *, oracle: bool = False, **kwargs: Any) -> None:
         AntEnv.__init__(self, **kwargs)
-        self._setup(DirectionTasks(), task, kwargs)
-        utils.EzPickle.__init__(self, task, **kwargs)
+        self._setup(DirectionTasks(), task, kwargs, oracle)
+        utils.EzPickle.__init__(self, task, oracle=oracle, **kwargs)
 
 
 class AntGoalEnv(_LocomotionTaskMixin, AntEnv):
@@ -160,9 +197,14 @@ class AntGoalEnv(_LocomotionTaskMixin, AntEnv):
     al. 2018, arXiv 1810.06784) Ant goal envs reward the L1 distance, with their own cost
     weights, and ProMP draws goals in the box [-3, 3]^2; we use the Euclidean distance, as
     Navigation2D does, and Gymnasium's weights. The default task is ``goal = (1.5, 0)``.
+
+    ``oracle=True``: the observation ends with the goal ``(x, y)`` (107 floats); the oracle
+    baseline (as in the paper's other tasks) sees the goal.
     """
 
-    def __init__(self, task: Task | None = None, *, goal_radius: float = 3.0, **kwargs: Any) -> None:
+    def __init__(
+        self, task: Task | None = None, *, goal_radius: float = 3.0, oracle: bool = False, **kwargs: Any
+    ) -> None:
         AntEnv.__init__(self, **kwargs)
-        self._setup(GoalTasks("disc", float(goal_radius), (0.5 * goal_radius, 0.0)), task, kwargs)
-        utils.EzPickle.__init__(self, task, goal_radius=goal_radius, **kwargs)
+        self._setup(GoalTasks("disc", float(goal_radius), (0.5 * goal_radius, 0.0)), task, kwargs, oracle)
+        utils.EzPickle.__init__(self, task, goal_radius=goal_radius, oracle=oracle, **kwargs)

@@ -17,7 +17,7 @@ GOAL_RADIUS = 0.01
 
 
 class Navigation2DEnv(TaskEnvMixin, gym.Env):
-    """A point in the plane moves to a goal it does not observe.
+    """A point in the plane moves to a goal it does not observe (unless ``oracle``).
 
     Spec (Finn et al. 2017, sec. 5.3, "2D navigation"):
 
@@ -31,6 +31,11 @@ class Navigation2DEnv(TaskEnvMixin, gym.Env):
     ``info`` has ``reward_task`` (equal to the reward) and ``distance``. Without a task the
     goal is ``(0.25, 0.25)``.
 
+    ``oracle=True`` (``gymnasium.make(id, oracle=True)``): the observation is
+    ``(x, y, goal_x, goal_y)``, ``float32``, shape ``(4,)``, the goal part bounded by the
+    task space: the paper's oracle baseline sees the goal ("an oracle policy that receives
+    the goal position as input", sec. 5.3).
+
     Departures: the paper's text gives the negative *squared* distance as the reward; like
     the reference code we use the distance itself, and ``squared=True`` gives the paper
     text's variant. The reference code ends an episode when both coordinates are within
@@ -41,13 +46,17 @@ class Navigation2DEnv(TaskEnvMixin, gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, task: Task | None = None, *, squared: bool = False, goal_range: float = 0.5) -> None:
-        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+    def __init__(
+        self, task: Task | None = None, *, squared: bool = False, goal_range: float = 0.5, oracle: bool = False
+    ) -> None:
         self.action_space = spaces.Box(-MAX_STEP, MAX_STEP, shape=(2,), dtype=np.float32)
         self.squared = bool(squared)
         self._init_task(
-            GoalTasks("box", float(goal_range), (0.5 * goal_range, 0.5 * goal_range), squared=self.squared), task
+            GoalTasks("box", float(goal_range), (0.5 * goal_range, 0.5 * goal_range), squared=self.squared),
+            task,
+            oracle,
         )
+        self.observation_space = self._oracle_space(spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32))
         self._position = np.zeros(2, dtype=np.float32)
 
     def _distance_terms(self) -> tuple[np.float32, np.float32]:
@@ -62,7 +71,7 @@ class Navigation2DEnv(TaskEnvMixin, gym.Env):
         super().reset(seed=seed, options=options)
         self._position = np.zeros(2, dtype=np.float32)
         dist, _ = self._distance_terms()
-        return self._position.copy(), {"distance": float(dist)}
+        return self._oracle_obs(self._position.copy()), {"distance": float(dist)}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         a = np.clip(self._check_action(action, np.float32), -MAX_STEP, MAX_STEP)
@@ -71,4 +80,4 @@ class Navigation2DEnv(TaskEnvMixin, gym.Env):
         reward = float(-sq if self.squared else -dist)
         terminated = bool(dist < GOAL_RADIUS)
         info = {"reward_task": reward, "distance": float(dist)}
-        return self._position.copy(), reward, terminated, False, info
+        return self._oracle_obs(self._position.copy()), reward, terminated, False, info

@@ -2,13 +2,16 @@
 
 A task is a plain dict (``{"velocity": v}``, ``{"direction": +1 or -1}``, ``{"goal": (x, y)}``).
 A *task space* samples tasks, checks them (naming the environment and the bad value in
-its error), turns a list of tasks into an array for batched stepping, and computes the
-task's reward term, vectorised so that the single Gymnasium env and the batched path in
-:mod:`envs.vector` share one formula.
+its error), turns a list of tasks into an array for batched stepping (``params``, ``dim``
+numbers per task), and computes the task's reward term, vectorised so that the single
+Gymnasium env and the batched path in :mod:`envs.vector` share one formula.
 
 :class:`TaskEnvMixin` gives a Gymnasium env the protocol of DESIGN.md: ``sample_tasks``,
 ``reset(options={"task": ...})`` with the task persisting across later resets (and so
-across vector autoresets), ``env.unwrapped.task``, and checked actions.
+across vector autoresets), ``env.unwrapped.task``, and checked actions. With
+``oracle=True`` the env appends the task's ``params`` to every observation: the oracle
+baseline of Finn et al. 2017 (arXiv 1703.03400, sec. 5.3), a policy that "receives the
+parameters of the task as input".
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from gymnasium import spaces
 
 Task = dict[str, Any]
 
@@ -62,6 +66,7 @@ class VelocityTasks:
     low: float
     high: float
     key: ClassVar[str] = "velocity"
+    dim: ClassVar[int] = 1
 
     @property
     def default(self) -> Task:
@@ -85,6 +90,10 @@ class VelocityTasks:
         """``-|v_x - v_goal|``; ``params [..., 1]``, ``x_velocity [...]``; ``xy`` unused."""
         return -np.abs(x_velocity - params[..., 0])
 
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(low [1], high [1])``: the range of :meth:`params` (what an oracle observes)."""
+        return np.array([self.low]), np.array([self.high])
+
     def describe(self) -> str:
         return f"velocity ~ U[{self.low:g}, {self.high:g}] m/s"
 
@@ -97,6 +106,7 @@ class DirectionTasks:
     """
 
     key: ClassVar[str] = "direction"
+    dim: ClassVar[int] = 1
 
     @property
     def default(self) -> Task:
@@ -120,6 +130,10 @@ class DirectionTasks:
         """``d * v_x``; ``params [..., 1]``, ``x_velocity [...]``; ``xy`` unused."""
         return params[..., 0] * x_velocity
 
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(low [1], high [1])``: the range of :meth:`params` (what an oracle observes)."""
+        return np.array([-1.0]), np.array([1.0])
+
     def describe(self) -> str:
         return "direction = +1 or -1 (p = 1/2 each)"
 
@@ -136,6 +150,7 @@ class GoalTasks:
     default_goal: tuple[float, float]
     squared: bool = False
     key: ClassVar[str] = "goal"
+    dim: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         if self.shape not in ("box", "disc"):
@@ -186,6 +201,10 @@ class GoalTasks:
         sq = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]
         return -sq if self.squared else -np.sqrt(sq)
 
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(low [2], high [2])``: the box around the goals (what an oracle observes)."""
+        return np.full(2, -self.size), np.full(2, self.size)
+
     def describe(self) -> str:
         if self.shape == "box":
             return f"goal ~ U([-{self.size:g}, {self.size:g}]^2)"
@@ -201,15 +220,37 @@ class TaskEnvMixin:
     - ``sample_tasks(n, rng)`` draws ``n`` tasks from the env's ``task_space``;
     - ``reset(options={"task": task})`` checks and sets the task; it persists across later
       ``reset()`` calls without a task, so vector autoresets keep it;
-    - ``task`` is the current task (a copy).
+    - ``task`` is the current task (a copy);
+    - ``oracle``: whether observations end with the task's ``params`` (``task_space.dim``
+      numbers); the env builds its observation with :meth:`_oracle_obs` and widens its
+      space with :meth:`_oracle_space`.
     """
 
     task_space: TaskSpace
+    oracle: bool = False
     _task: Task
 
-    def _init_task(self, task_space: TaskSpace, task: Task | None) -> None:
+    def _init_task(self, task_space: TaskSpace, task: Task | None, oracle: bool = False) -> None:
         self.task_space = task_space
         self._task = task_space.default if task is None else task_space.check(task, self.env_name)
+        self.oracle = bool(oracle)
+
+    def _oracle_space(self, space: spaces.Box) -> spaces.Box:
+        """``space`` with the task's bounds appended when ``oracle`` (else ``space`` itself)."""
+        if not self.oracle:
+            return space
+        low, high = self.task_space.bounds()
+        return spaces.Box(
+            np.concatenate([space.low, low.astype(space.dtype)]),
+            np.concatenate([space.high, high.astype(space.dtype)]),
+            dtype=space.dtype,
+        )
+
+    def _oracle_obs(self, obs: np.ndarray) -> np.ndarray:
+        """``obs [d]`` followed by the current task's params ``[task_space.dim]`` when ``oracle``."""
+        if not self.oracle:
+            return obs
+        return np.concatenate([obs, self.task_space.params([self._task])[0].astype(obs.dtype)])
 
     @property
     def env_name(self) -> str:

@@ -10,6 +10,8 @@ one protocol, on tensors:
   reward 0, ``done`` stays true) until the next ``reset``; the caller handles time limits.
 - ``env`` is an unwrapped single env of the same id (its spaces, ``task_space``,
   ``sample_tasks``); ``close()`` frees threads and processes.
+- ``env_kwargs`` are the single env's; with ``{"oracle": True}`` every observation ends
+  with the sub-env's task parameters, as the single env's does.
 
 Each step equals stepping the Gymnasium env one by one with the same seeds, tasks and
 actions (tests/test_sampler.py checks it, step for step).
@@ -66,7 +68,8 @@ class VecNavigation2D:
     """``num_envs`` :class:`~envs.navigation.Navigation2DEnv` as ``float32`` tensors, no per-env loop.
 
     The arithmetic is the single env's, in the same order and precision, so results are
-    identical. State: ``position [B, 2]``, ``goal [B, 2]``, ``done [B]``.
+    identical. State: ``position [B, 2]``, ``goal [B, 2]``, ``done [B]``; observations are
+    ``position [B, 2]``, or ``cat(position, goal) [B, 4]`` with ``oracle``.
     """
 
     def __init__(self, num_envs: int, *, env_kwargs: dict[str, Any] | None = None) -> None:
@@ -75,6 +78,7 @@ class VecNavigation2D:
         self.observation_shape = tuple(self.env.observation_space.shape)
         self.action_shape = tuple(self.env.action_space.shape)
         self.squared = self.env.squared
+        self.oracle = self.env.oracle
         self._position = torch.zeros(num_envs, 2)
         self._goal = torch.zeros(num_envs, 2)
         self._done = torch.zeros(num_envs, dtype=torch.bool)
@@ -87,7 +91,10 @@ class VecNavigation2D:
         self._position.zero_()
         self._done.zero_()
         self._alive.fill_(1.0)
-        return self._position.clone()
+        return self._observe()
+
+    def _observe(self) -> torch.Tensor:
+        return torch.cat([self._position, self._goal], 1) if self.oracle else self._position.clone()
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a = _checked_actions(self.env, actions, self.num_envs)
@@ -101,7 +108,7 @@ class VecNavigation2D:
         rewards = torch.mul(sq if self.squared else dist, self._alive).neg_()
         self._done |= dist < GOAL_RADIUS
         self._alive.copy_(~self._done)
-        return self._position.clone(), rewards, self._done.clone()
+        return self._observe(), rewards, self._done.clone()
 
     def close(self) -> None:
         self.env.close()
@@ -117,6 +124,7 @@ class VecMujocoTasks:
     the task space's :meth:`reward` (the one the single env uses). Initial states draw
     Gymnasium's reset noise (``qpos + U[-s, s]``, ``qvel + s * N(0, 1)``) from
     ``gymnasium.utils.seeding.np_random(seed)``, the generator ``reset(seed=seed)`` uses.
+    With ``oracle`` the observations end with the task parameters ``[B, task_space.dim]``.
     """
 
     def __init__(
@@ -156,7 +164,8 @@ class VecMujocoTasks:
             self._physics = BatchPhysics(
                 env.model, self.num_envs, frame_skip=env.frame_skip, main_body=main_body, nthread=workers
             )
-        self._params = np.zeros((self.num_envs, 1))
+        self.oracle = env.oracle
+        self._params = np.zeros((self.num_envs, env.task_space.dim))
         self._done = np.zeros(self.num_envs, dtype=bool)
 
     def initial_states(self, seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -185,6 +194,8 @@ class VecMujocoTasks:
         if self._structure.get("cfrc_ext", 0):
             lo, hi = self.env._contact_force_range
             parts.append(np.clip(p.cfrc_ext[:, 1:], lo, hi).reshape(self.num_envs, -1))
+        if self.oracle:
+            parts.append(self._params)
         return np.concatenate(parts, axis=1)
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

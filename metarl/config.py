@@ -178,7 +178,12 @@ class EnvConfig:
 
     id: str = _f("metarl/Navigation2D-v0", "Gymnasium id (see `metarl envs`)")
     episodes_per_task: int = positive(20, "episodes per task per sampling (paper: 20)")
+    oracle: bool = _f(False, "append the task to the observation (the paper's oracle baseline)")
     kwargs: dict = _f(dict, "extra keyword arguments of the env", factory=True)
+
+    def __post_init__(self) -> None:
+        if "oracle" in self.kwargs:
+            raise ConfigError(f"env.kwargs: got {self.kwargs!r}; set env.oracle instead of env.kwargs.oracle")
 
 
 @dataclass

@@ -28,9 +28,10 @@ def reward_terms(info: dict) -> float:
     return sum(v for k, v in info.items() if k.startswith("reward_"))
 
 
+@pytest.mark.parametrize("oracle", [False, True], ids=["plain", "oracle"])
 @pytest.mark.parametrize("env_id", IDS)
-def test_check_env(env_id: str) -> None:
-    env = gym.make(env_id)
+def test_check_env(env_id: str, oracle: bool) -> None:
+    env = gym.make(env_id, oracle=oracle)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Box observation space m.*infinity.*")
         check_env(env.unwrapped, skip_render_check=True)
@@ -206,6 +207,60 @@ def test_tasks_change_the_reward(env_id: str) -> None:
     assert returns[0] != pytest.approx(returns[1], abs=1e-6)
 
 
+# --- oracle observations (the paper's oracle baseline) -----------------------------------
+
+ORACLE_SHAPES = {
+    "metarl/Navigation2D-v0": (4,),
+    "metarl/HalfCheetahVel-v0": (18,),
+    "metarl/HalfCheetahDir-v0": (18,),
+    "metarl/AntVel-v0": (106,),
+    "metarl/AntDir-v0": (106,),
+    "metarl/AntGoal-v0": (107,),
+}
+
+
+def _task_vector(task: dict) -> np.ndarray:
+    (value,) = task.values()
+    return np.atleast_1d(np.asarray(value, dtype=np.float64))
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_oracle_appends_the_task_and_changes_nothing_else(env_id: str) -> None:
+    plain, oracle = gym.make(env_id), gym.make(env_id, oracle=True)
+    assert oracle.observation_space.shape == ORACLE_SHAPES[env_id]
+    assert oracle.observation_space.dtype == plain.observation_space.dtype
+    d = ORACLE_SHAPES[env_id][0] - plain.observation_space.shape[0]
+    low, high = oracle.observation_space.low[-d:], oracle.observation_space.high[-d:]
+    assert np.isfinite(low).all() and np.isfinite(high).all()
+    rng = np.random.default_rng(11)
+    for task in oracle.unwrapped.sample_tasks(2, rng):
+        task_part = _task_vector(task).astype(oracle.observation_space.dtype)
+        assert np.all(low <= task_part) and np.all(task_part <= high)
+        obs_p, _ = plain.reset(seed=3, options={"task": task})
+        obs_o, _ = oracle.reset(seed=3, options={"task": task})
+        for t in range(15):
+            assert obs_o.dtype == obs_p.dtype and obs_o in oracle.observation_space
+            np.testing.assert_array_equal(obs_o, np.concatenate([obs_p, task_part]))
+            if t == 14:
+                break
+            action = rng.uniform(-0.1, 0.1, plain.action_space.shape).astype(plain.action_space.dtype)
+            obs_p, r_p, term_p, _, info_p = plain.step(action)
+            obs_o, r_o, term_o, _, info_o = oracle.step(action)
+            assert (r_o, term_o, info_o) == (r_p, term_p, info_p)
+            if term_p:
+                break
+    # the task persists across resets, and so does its part of the observation
+    obs, _ = oracle.reset(seed=4)
+    np.testing.assert_array_equal(obs[-d:], task_part)
+    assert gym.make(env_id).unwrapped.oracle is False
+
+
+def test_oracle_observation_structure() -> None:
+    env = gym.make("metarl/AntGoal-v0", oracle=True).unwrapped
+    assert env.observation_structure["task"] == 2
+    assert "task" not in gym.make("metarl/AntGoal-v0").unwrapped.observation_structure
+
+
 # --- the task protocol --------------------------------------------------------------------
 
 
@@ -324,6 +379,11 @@ def test_task_as_constructor_argument_and_pickling(env_id: str) -> None:
     env = gym.make(env_id, task=task).unwrapped
     assert env.task == task
     assert pickle.loads(pickle.dumps(env)).task == task
+    oracle = pickle.loads(pickle.dumps(gym.make(env_id, task=task, oracle=True).unwrapped))
+    assert oracle.oracle and oracle.task == task
+    obs, _ = oracle.reset(seed=0)
+    task_part = _task_vector(task)
+    np.testing.assert_array_equal(obs[-len(task_part) :], task_part.astype(obs.dtype))
 
 
 def test_constructor_errors() -> None:

@@ -54,12 +54,25 @@ def random_actions(seed: int, shape: tuple[int, ...], low: float = -1.0, high: f
     return act
 
 
+ORACLE = {"oracle": True}
+
+
 @pytest.mark.parametrize(
-    "env_id", ["metarl/HalfCheetahVel-v0", "metarl/HalfCheetahDir-v0", "metarl/AntVel-v0", "metarl/AntGoal-v0"]
+    ("env_id", "env_kwargs"),
+    [
+        ("metarl/HalfCheetahVel-v0", {}),
+        ("metarl/HalfCheetahDir-v0", {}),
+        ("metarl/AntVel-v0", {}),
+        ("metarl/AntGoal-v0", {}),
+        ("metarl/HalfCheetahVel-v0", ORACLE),
+        ("metarl/HalfCheetahDir-v0", ORACLE),
+        ("metarl/AntGoal-v0", ORACLE),
+    ],
+    ids=lambda x: "oracle" if x == ORACLE else ("plain" if x == {} else x),
 )
-def test_batched_mujoco_equals_gymnasium(env_id: str) -> None:
+def test_batched_mujoco_equals_gymnasium(env_id: str, env_kwargs: dict) -> None:
     n_tasks, per_task, horizon = 2, 2, 60
-    vec = make_vec(env_id, n_tasks * per_task, num_workers=2)
+    vec = make_vec(env_id, n_tasks * per_task, num_workers=2, env_kwargs=env_kwargs)
     try:
         tasks = vec.env.sample_tasks(n_tasks, np.random.default_rng(0))
         seeds = [100, 101, 102, 103]
@@ -74,7 +87,8 @@ def test_batched_mujoco_equals_gymnasium(env_id: str) -> None:
     finally:
         vec.close()
     assert [e.observations.shape for e in episodes] == [(horizon, per_task, *vec.observation_shape)] * n_tasks
-    replay_in_gymnasium(env_id, tasks, episodes, seeds)
+    assert vec.observation_shape == gym.make(env_id, **env_kwargs).observation_space.shape
+    replay_in_gymnasium(env_id, tasks, episodes, seeds, env_kwargs=env_kwargs)
 
 
 def test_batched_ant_unhealthy_termination_equals_gymnasium() -> None:
@@ -102,7 +116,8 @@ def test_batched_ant_without_contact_forces_uses_mujoco_batch_and_equals_gymnasi
     replay_in_gymnasium(env_id, tasks, episodes, seeds, env_kwargs=kwargs)
 
 
-def test_batched_navigation_equals_gymnasium_with_early_termination() -> None:
+@pytest.mark.parametrize("env_kwargs", [{}, ORACLE], ids=["plain", "oracle"])
+def test_batched_navigation_equals_gymnasium_with_early_termination(env_kwargs: dict) -> None:
     env_id = "metarl/Navigation2D-v0"
     tasks = [{"goal": (0.05, 0.0)}, {"goal": (0.25, -0.15)}, {"goal": (-0.4, 0.45)}]
     goals = torch.tensor([t["goal"] for t in tasks], dtype=torch.float32)
@@ -111,20 +126,25 @@ def test_batched_navigation_equals_gymnasium_with_early_termination() -> None:
 
     def act(obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # episode 0 heads straight for the goal; episode 1 heads away for 2 steps, then there noisily
-        a = goals[:, None, :] - obs
+        a = goals[:, None, :] - obs[..., :2]
         if step[0] < 2:
             a[:, 1] = -a[:, 1]
         a[:, 1] += torch.from_numpy(noise.normal(0, 0.003, (3, 2)).astype(np.float32))
         step[0] += 1
         return a, torch.zeros(obs.shape[:2])
 
-    vec = make_vec(env_id, 6)
+    vec = make_vec(env_id, 6, env_kwargs=env_kwargs)
     seeds = list(range(6))
     episodes = collect(vec, tasks, episodes_per_task=2, horizon=100, act=act, seeds=seeds)
     lengths = torch.stack([e.lengths() for e in episodes])
     assert lengths[0, 0] == 1 and lengths[1, 0] == 3 and lengths[2, 0] == 5  # straight to the goal
     assert (lengths < 100).all() and (lengths[:, 1] > lengths[:, 0]).all()
-    replay_in_gymnasium(env_id, tasks, episodes, seeds)
+    if env_kwargs:  # the goal ends every observation (the frozen ones too, until collect stops)
+        assert vec.observation_shape == (4,)
+        stop = int(lengths.max())
+        for ep, goal in zip(episodes, goals, strict=True):
+            assert torch.equal(ep.observations[:stop, :, 2:], goal.expand(stop, 2, 2))
+    replay_in_gymnasium(env_id, tasks, episodes, seeds, env_kwargs=env_kwargs)
 
 
 def test_collect_stops_when_every_episode_ended_and_pads_with_zeros() -> None:
@@ -168,6 +188,23 @@ def test_sample_shapes_masks_and_log_probs(env_id: str) -> None:
         dist = policy_distribution(policy, params, ep.observations, per_task=False)
         expected = dist.log_prob(ep.actions)
         torch.testing.assert_close(ep.log_probs * ep.masks, expected * ep.masks, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("env_id", ["metarl/Navigation2D-v0", "metarl/HalfCheetahVel-v0"])
+def test_sampler_with_oracle_env_kwargs(env_id: str) -> None:
+    """``env_kwargs={"oracle": True}`` (what ``env.oracle: true`` passes): the task ends every observation."""
+    probe = gym.make(env_id, oracle=True)
+    obs_dim = probe.observation_space.shape[0]
+    policy = small_policy(obs_dim, probe.action_space.shape[0])
+    params = detach_params(params_of(policy))
+    with make_sampler(env_id, episodes_per_task=2, seed=0, horizon=10, env_kwargs=ORACLE) as sampler:
+        tasks = sampler.sample_tasks(3, np.random.default_rng(0))
+        episodes = sampler.sample(policy, params, tasks)
+    for ep, task in zip(episodes, tasks, strict=True):
+        assert ep.observations.shape == (10, 2, obs_dim)
+        (value,) = task.values()
+        expected = torch.tensor(np.atleast_1d(value), dtype=torch.float32)
+        assert torch.equal(ep.observations[..., obs_dim - len(expected) :], expected.expand(10, 2, -1))
 
 
 def test_per_task_params() -> None:
@@ -279,6 +316,7 @@ def test_batched_mujoco_bad_actions(env_id: str) -> None:
 
 def test_env_ids_cover_all_batched_paths() -> None:
     for env_id in envs.ENV_IDS:
-        vec = make_vec(env_id, 1, num_workers=1)
-        assert vec.observation_shape == gym.make(env_id).observation_space.shape
-        vec.close()
+        for kwargs in ({}, ORACLE):
+            vec = make_vec(env_id, 1, num_workers=1, env_kwargs=kwargs)
+            assert vec.observation_shape == gym.make(env_id, **kwargs).observation_space.shape
+            vec.close()

@@ -32,7 +32,12 @@ def make_env(cfg: RLConfig) -> gym.Env:
 
 
 def env_kwargs(cfg: RLConfig) -> dict[str, Any]:
-    return dict(cfg.env.kwargs)
+    """Keyword arguments of ``gymnasium.make`` for the run's env: ``env.kwargs``, plus ``oracle=True``
+    with ``env.oracle`` (the task is then part of the observation, so the policy's input widens)."""
+    kwargs = dict(cfg.env.kwargs)
+    if cfg.env.oracle:
+        kwargs["oracle"] = True
+    return kwargs
 
 
 def policy_module(cfg: RLConfig, env: gym.Env | None = None) -> nn.Module:
@@ -187,7 +192,13 @@ def evaluate_rl(
     seed: int,
     baselines: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    """Return after 0..steps adaptation steps on ``n_tasks`` fresh tasks, for MAML and baselines."""
+    """Return after 0..steps adaptation steps on ``n_tasks`` fresh tasks, for MAML and baselines.
+
+    Every policy meets the same tasks (drawn from the evaluated run's env) and is adapted with
+    the evaluated run's inner loop, but runs in the env its own config makes: an oracle
+    baseline (``env.oracle: true``, Finn et al. 2017 sec. 5.3) sees each task in its
+    observations. A baseline must share the env id and ``env.kwargs`` (the reward).
+    """
     from metarl.config import ConfigError, config_from_dict
     from metarl.fewshot.build import summarize
 
@@ -205,10 +216,16 @@ def evaluate_rl(
         bcfg = config_from_dict(state["config"])
         if bcfg.benchmark != "rl" or bcfg.env.id != cfg.env.id:
             raise ConfigError(f"--baseline {name}: its env {getattr(bcfg, 'env', None)} differs from {cfg.env.id}")
+        if bcfg.env.kwargs != cfg.env.kwargs:
+            raise ConfigError(f"--baseline {name}: its env.kwargs {bcfg.env.kwargs} differ from {cfg.env.kwargs}")
         # the baseline is adapted with the evaluated run's inner loop (same steps and lr)
         bcfg = config_from_dict({**state["config"], "inner": state["config"]["inner"] | {"lr": cfg.inner.lr},
                                  "test_lr_decay": cfg.test_lr_decay})
-        bpolicy = policy_module(bcfg)
+        benv = make_env(bcfg)
+        try:
+            bpolicy = policy_module(bcfg, benv)
+        finally:
+            benv.close()
         bpolicy.load_state_dict(state["learner"]["model"])
         curve = adaptation_returns(bcfg, bpolicy, tasks, steps=steps, seed=seed)
         out_baselines[name] = {"by_step": summarize(curve)}

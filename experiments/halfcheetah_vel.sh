@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Reproduces the half-cheetah goal-velocity comparison of Finn et al. 2017 (sec. 5.3, Fig. 5):
+# MAML, the pretrained baseline and the oracle (the goal velocity in the observation), trained
+# with the configs halfcheetah_vel{,_pretrain,_oracle}.yaml, then `metarl evaluate` of MAML beside
+# both baselines (and a randomly initialised policy) after 0..3 policy-gradient steps on 40
+# held-out goal velocities.
+# Usage: bash experiments/halfcheetah_vel.sh [OUT_DIR] [SEED] [--set key=value ...]
+#   Runs that exist are resumed unless finished. Extra arguments go to `metarl train` when a run
+#   starts, e.g. a quick dry run:
+#   bash experiments/halfcheetah_vel.sh /tmp/hc 1 --set num_iterations=2 --set meta_batch_size=2 \
+#     --set env.episodes_per_task=2
+set -euo pipefail
+out=runs/halfcheetah_vel-paper
+seed=1
+if [ $# -gt 0 ] && [[ $1 != -* ]]; then out=$1; shift; fi
+if [ $# -gt 0 ] && [[ $1 != -* ]]; then seed=$1; shift; fi
+extra=("$@")
+# held-out goal velocities: another stream than the training tasks (which are drawn with SEED)
+eval_seed=$((seed + 1000))
+configs=experiments/configs
+mkdir -p "$out"
+finished() { # RUN_DIR: its last logged iteration is its config's num_iterations
+  local want
+  want=$(awk '$1 == "num_iterations:" {print $2}' "$1/config.yaml")
+  [ -n "$want" ] && [ -f "$1/metrics.csv" ] && tail -n 1 "$1/metrics.csv" | grep -q "^$want,"
+}
+train() { # NAME CONFIG
+  local dir=$out/$1
+  if [ ! -f "$dir/checkpoints/last.pt" ]; then
+    metarl train "$2" --seed "$seed" --logdir "$dir" ${extra[@]+"${extra[@]}"}
+  elif ! finished "$dir"; then
+    metarl train --resume "$dir"
+  fi
+}
+train maml "$configs/halfcheetah_vel.yaml"
+train pretrain "$configs/halfcheetah_vel_pretrain.yaml"
+train oracle "$configs/halfcheetah_vel_oracle.yaml"
+metarl evaluate "$out/maml" --tasks 40 --steps 3 --seed "$eval_seed" \
+  --baseline pretrained="$out/pretrain" --baseline oracle="$out/oracle" \
+  --out "$out/maml/eval-40.json" --plot "$out/maml/eval-40.png"

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Reproduces the 2D-navigation comparison of Finn et al. 2017 (sec. 5.3, Fig. 4): MAML, the
+# pretrained baseline and the oracle (the goal in the observation), trained with the configs
+# navigation2d{,_pretrain,_oracle}.yaml, then `metarl evaluate` of MAML beside both baselines
+# (and a randomly initialised policy) after 0..3 policy-gradient steps, on 40 held-out goals
+# (the paper's figure) and on 400 (the reference implementation's numbers).
+# Usage: bash experiments/navigation2d.sh [OUT_DIR] [SEED] [--set key=value ...]
+#   Runs that exist are resumed unless finished. Extra arguments go to `metarl train` when a run
+#   starts, e.g. a quick dry run:
+#   bash experiments/navigation2d.sh /tmp/nav 1 --set num_iterations=2 --set meta_batch_size=2 \
+#     --set env.episodes_per_task=2
+set -euo pipefail
+out=runs/navigation2d-paper
+seed=1
+if [ $# -gt 0 ] && [[ $1 != -* ]]; then out=$1; shift; fi
+if [ $# -gt 0 ] && [[ $1 != -* ]]; then seed=$1; shift; fi
+extra=("$@")
+# held-out goals: another stream than the training goals (which are drawn with SEED)
+eval_seed=$((seed + 1000))
+configs=experiments/configs
+mkdir -p "$out"
+finished() { # RUN_DIR: its last logged iteration is its config's num_iterations
+  local want
+  want=$(awk '$1 == "num_iterations:" {print $2}' "$1/config.yaml")
+  [ -n "$want" ] && [ -f "$1/metrics.csv" ] && tail -n 1 "$1/metrics.csv" | grep -q "^$want,"
+}
+train() { # NAME CONFIG
+  local dir=$out/$1
+  if [ ! -f "$dir/checkpoints/last.pt" ]; then
+    metarl train "$2" --seed "$seed" --logdir "$dir" ${extra[@]+"${extra[@]}"}
+  elif ! finished "$dir"; then
+    metarl train --resume "$dir"
+  fi
+}
+train maml "$configs/navigation2d.yaml"
+train pretrain "$configs/navigation2d_pretrain.yaml"
+train oracle "$configs/navigation2d_oracle.yaml"
+for n in 40 400; do
+  metarl evaluate "$out/maml" --tasks "$n" --steps 3 --seed "$eval_seed" \
+    --baseline pretrained="$out/pretrain" --baseline oracle="$out/oracle" \
+    --out "$out/maml/eval-$n.json" --plot "$out/maml/eval-$n.png"
+done

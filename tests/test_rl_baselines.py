@@ -1,0 +1,119 @@
+"""The paper's RL baselines end to end (Finn et al. 2017 sec. 5.3): pretrained and oracle runs are
+trained by `metarl train` and evaluated beside a MAML run by `metarl evaluate --baseline`, on the
+same tasks, with the oracle seeing each task in its observations."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import metarl.rl.build as build
+from metarl.checkpoint import load_checkpoint
+from metarl.cli import main
+from metarl.config import config_from_dict
+from metarl.train import train
+
+torch.set_num_threads(1)
+
+
+def tiny_cfg(env_id: str, name: str, **over):
+    data = {
+        "benchmark": "rl", "name": name, "seed": 2, "num_iterations": 2, "meta_batch_size": 2,
+        "log_every": 1, "checkpoint_every": 1, "eval": {"every": 1, "tasks": 2, "test_tasks": 3},
+        "inner": {"lr": 0.1, "steps": 1, "test_steps": 1},
+        "env": {"id": env_id, "episodes_per_task": 2},
+        "policy": {"hidden": [8], "activation": "tanh"},
+        "sampler": {"num_workers": 1},
+    }
+    for key, value in over.items():
+        data[key] = data[key] | value if isinstance(value, dict) else value
+    return config_from_dict(data)
+
+
+@pytest.fixture
+def recorded_samples(monkeypatch):
+    """Every ``sample`` call of the samplers ``metarl.rl.build`` makes: (env_kwargs, tasks, episodes)."""
+    calls: list[tuple[dict, list[dict], list]] = []
+    real = build.make_sampler
+
+    def recording(*args, **kwargs):
+        sampler = real(*args, **kwargs)
+        sample = sampler.sample
+
+        def sample_and_record(policy, params, tasks, **kw):
+            episodes = sample(policy, params, tasks, **kw)
+            calls.append((dict(sampler.env_kwargs), [dict(t) for t in tasks], episodes))
+            return episodes
+
+        sampler.sample = sample_and_record
+        return sampler
+
+    monkeypatch.setattr(build, "make_sampler", recording)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("env_id", "obs_dim", "task_dim"), [("metarl/Navigation2D-v0", 2, 2), ("metarl/HalfCheetahVel-v0", 17, 1)]
+)
+def test_evaluate_with_pretrained_and_oracle_baselines(tmp_path, recorded_samples, env_id, obs_dim, task_dim):
+    maml = train(tiny_cfg(env_id, "maml"), logdir=tmp_path / "maml", quiet=True)
+    pretrained = train(tiny_cfg(env_id, "pre", algorithm="pretrain"), logdir=tmp_path / "pre", quiet=True)
+    oracle_cfg = tiny_cfg(env_id, "oracle", algorithm="pretrain", env={"oracle": True})
+    oracle = train(oracle_cfg, logdir=tmp_path / "oracle", quiet=True)
+    # the oracle's policy reads the task: its first layer has obs_dim + task_dim inputs
+    for run, width in [(maml, obs_dim), (pretrained, obs_dim), (oracle, obs_dim + task_dim)]:
+        assert load_checkpoint(run)["learner"]["model"]["mu.0.weight"].shape == (8, width)
+
+    recorded_samples.clear()
+    out, png = tmp_path / "eval.json", tmp_path / "eval.png"
+    argv = ["evaluate", str(maml), "--tasks", "3", "--steps", "1", "--seed", "5", "--out", str(out),
+            "--plot", str(png), "--baseline", f"pretrained={pretrained}", "--baseline", f"oracle={oracle}"]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    assert png.stat().st_size > 0
+    assert set(result["baselines"]) == {"random", "pretrained", "oracle"}
+    assert result["n_tasks"] == 3 and [s["step"] for s in result["by_step"]] == [0, 1]
+    for b in result["baselines"].values():
+        assert [s["step"] for s in b["by_step"]] == [0, 1]
+        assert all(np.isfinite(s["mean"]) and np.isfinite(s["ci95"]) for s in b["by_step"])
+
+    # MAML, random, pretrained, oracle: 2 samplings each (before and after the step), on the same tasks
+    assert len(recorded_samples) == 8
+    tasks = recorded_samples[0][1]
+    assert all(t == tasks for _, t, _ in recorded_samples)
+    oracle_calls = [(kw, eps) for kw, _, eps in recorded_samples if kw.get("oracle")]
+    assert len(oracle_calls) == 2
+    for _, episodes in oracle_calls:
+        for ep, task in zip(episodes, tasks, strict=True):
+            assert ep.observations.shape[-1] == obs_dim + task_dim
+            (value,) = task.values()
+            expected = torch.tensor(np.atleast_1d(value), dtype=torch.float32)
+            alive = ep.masks.bool()
+            assert torch.equal(ep.observations[..., obs_dim:][alive], expected.expand(int(alive.sum()), task_dim))
+    for kw, _, eps in recorded_samples:
+        if not kw.get("oracle"):
+            assert eps[0].observations.shape[-1] == obs_dim
+
+
+def test_baseline_with_another_reward_is_refused(tmp_path, capsys):
+    env_id = "metarl/Navigation2D-v0"
+    maml = train(tiny_cfg(env_id, "maml", num_iterations=1), logdir=tmp_path / "maml", quiet=True)
+    squared = tiny_cfg(env_id, "sq", num_iterations=1, algorithm="pretrain",
+                       env={"oracle": True, "kwargs": {"squared": True}})
+    other = train(squared, logdir=tmp_path / "sq", quiet=True)
+    argv = ["evaluate", str(maml), "--tasks", "2", "--steps", "1", "--out", str(tmp_path / "e.json"),
+            "--baseline", f"oracle={other}"]
+    assert main(argv) == 2
+    assert "--baseline oracle: its env.kwargs {'squared': True} differ from {}" in capsys.readouterr().err
+
+
+def test_env_oracle_config_reaches_the_env():
+    cfg = tiny_cfg("metarl/HalfCheetahVel-v0", "o", env={"oracle": True, "kwargs": {"ctrl_cost_weight": 0.1}})
+    assert build.env_kwargs(cfg) == {"ctrl_cost_weight": 0.1, "oracle": True}
+    assert build.make_env(cfg).observation_space.shape == (18,)
+    assert build.policy_module(cfg).state_dict()["mu.0.weight"].shape == (8, 18)
+    plain = tiny_cfg("metarl/HalfCheetahVel-v0", "p")
+    assert build.env_kwargs(plain) == {} and build.make_env(plain).observation_space.shape == (17,)

@@ -117,3 +117,17 @@ def test_env_oracle_config_reaches_the_env():
     assert build.policy_module(cfg).state_dict()["mu.0.weight"].shape == (8, 18)
     plain = tiny_cfg("metarl/HalfCheetahVel-v0", "p")
     assert build.env_kwargs(plain) == {} and build.make_env(plain).observation_space.shape == (17,)
+
+
+def test_evaluation_tasks_are_not_the_training_tasks_of_the_same_seed():
+    import gymnasium as gym
+    import numpy as np
+
+    import envs  # noqa: F401
+    from metarl.rl.build import evaluation_tasks
+
+    env = gym.make("metarl/Navigation2D-v0")
+    train = env.unwrapped.sample_tasks(40, np.random.default_rng(1))  # what a seed-1 run trains on first
+    held_out = evaluation_tasks(env, 40, 1)
+    assert not set(map(lambda t: tuple(t["goal"]), train)) & set(map(lambda t: tuple(t["goal"]), held_out))
+    assert evaluation_tasks(env, 40, 1) == held_out  # and they are fixed by the seed

@@ -56,3 +56,14 @@ def test_short_run_adapts_on_held_out_tasks(tmp_path):
     err_fast = ((r.predict(fast, b.x_query[0]) - b.y_query[0]) ** 2).mean()
     err_0 = ((r.predict(r.params, b.x_query[0]) - b.y_query[0]) ** 2).mean()
     assert err_fast < err_0
+
+
+def test_evaluation_tasks_are_not_the_training_tasks_of_the_same_seed():
+    from metarl.config import SinusoidConfig
+    from metarl.fewshot.build import sinusoid_tasks, test_batch
+
+    cfg = SinusoidConfig(seed=3)
+    train = sinusoid_tasks(cfg).sample(50, torch.Generator().manual_seed(3))
+    held_out = test_batch(cfg, 50, 3, None)
+    assert not torch.isin(held_out.y_query, train.y_query).any()
+    assert torch.equal(test_batch(cfg, 50, 3, None).y_query, held_out.y_query)

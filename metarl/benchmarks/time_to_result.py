@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 
 from metarl.config import config_from_dict
-from metarl.rl.build import MAMLTRPOLearner, adaptation_returns
+from metarl.rl.build import MAMLTRPOLearner, adaptation_returns, evaluation_tasks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         "policy": {"hidden": [64, 64], "activation": "tanh"}, "inner": {"lr": 0.1, "steps": 1},
     })
     learner = MAMLTRPOLearner(cfg)
-    goals = learner.env.unwrapped.sample_tasks(args.eval_goals, np.random.default_rng(10_000 + args.seed))
+    goals = evaluation_tasks(learner.env, args.eval_goals, args.seed)
     pending = sorted(args.targets)  # the easiest (lowest) target first
     train_s = 0.0
     print(f"targets {pending}; evaluating 1-step return on {args.eval_goals} held-out goals every "

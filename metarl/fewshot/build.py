@@ -12,6 +12,7 @@ from metarl.fewshot.learner import SupervisedMAML, adaptation_curve
 from metarl.fewshot.sinusoid import SinusoidTasks
 from metarl.fewshot.tasks import TaskBatch
 from metarl.nets import mlp
+from metarl.seeding import eval_seed
 
 #: Offsets that give each random stream of a run its own seed.
 VAL_SEED_OFFSET = 10_007
@@ -80,8 +81,9 @@ def summarize(curve: torch.Tensor) -> list[dict[str, float]]:
 
 
 def test_batch(cfg: Any, n_tasks: int, seed: int, shots: int | None) -> TaskBatch:
-    """Fresh held-out tasks for evaluation, fixed by ``seed`` so evaluations are comparable."""
-    g = torch.Generator().manual_seed(seed)
+    """Fresh held-out tasks for evaluation, fixed by ``seed`` so evaluations are comparable
+    (drawn from a stream apart from training's, see :mod:`metarl.seeding`)."""
+    g = torch.Generator().manual_seed(eval_seed(seed))
     if cfg.benchmark == "sinusoid":
         return sinusoid_tasks(cfg).sample(n_tasks, g, shots=shots)
     _, _, _, test = classification_parts(cfg)

@@ -24,6 +24,7 @@ from metarl.rl.episodes import Episodes
 from metarl.rl.maml_trpo import MAMLTRPO
 from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.rl.sampler import make_sampler
+from metarl.seeding import eval_seed
 
 
 def make_env(cfg: RLConfig) -> gym.Env:
@@ -183,6 +184,11 @@ def adapt_policy(run: Any, episodes: Episodes, *, steps: int) -> Params:
     return {k: v[0] for k, v in fast.items()}
 
 
+def evaluation_tasks(env: gym.Env, n_tasks: int, seed: int) -> list[dict]:
+    """Held-out tasks named by ``seed``, from a stream apart from training's (:mod:`metarl.seeding`)."""
+    return env.unwrapped.sample_tasks(n_tasks, np.random.default_rng(eval_seed(seed)))
+
+
 def evaluate_rl(
     cfg: RLConfig,
     learner_state: dict[str, Any],
@@ -203,7 +209,8 @@ def evaluate_rl(
     from metarl.fewshot.build import summarize
 
     env = make_env(cfg)
-    tasks = env.unwrapped.sample_tasks(n_tasks, np.random.default_rng(seed))
+    tasks = evaluation_tasks(env, n_tasks, seed)
+    seed = eval_seed(seed)  # sampler streams apart from training's too
     policy = policy_module(cfg, env)
     policy.load_state_dict(learner_state["model"])
     result = {"metric": "return", "by_step": summarize(adaptation_returns(cfg, policy, tasks, steps=steps, seed=seed))}

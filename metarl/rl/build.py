@@ -7,8 +7,10 @@ adapt; sample post-update episodes with the adapted policies; take one TRPO meta
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -74,6 +76,21 @@ def _sampler(cfg: RLConfig, seed: int) -> Any:
     )
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads, then restore the previous count.
+
+    The meta-update runs while the sampler's physics threads / workers wait, so it may use
+    every core without oversubscribing them; sampling itself keeps one torch thread.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class MAMLTRPOLearner:
     """Meta-trains a policy with MAML-TRPO; best checkpoint by post-update return."""
 
@@ -114,7 +131,8 @@ class MAMLTRPOLearner:
         t0 = time.perf_counter()
         train, valid, _ = self.sample_adapted(tasks)
         t1 = time.perf_counter()
-        metrics = dict(self.algo.step(train if train else valid, valid))
+        with torch_threads(self.cfg.update_threads or os.cpu_count() or 1):
+            metrics = dict(self.algo.step(train if train else valid, valid))
         t2 = time.perf_counter()
         steps = sum(float(e.masks.sum()) for e in [*train, valid])
         ns = {"inner_loss": "train", "entropy": "train", "logp_gap": "train"}

@@ -3,7 +3,7 @@
 VENV := .venv/bin
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test lint bootstrap clean
+.PHONY: demo test test-ray test-slow lint bootstrap clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -17,6 +17,11 @@ demo: bootstrap
 ## the test suite (fast; `make test-slow` adds the longer learning checks)
 test: bootstrap
 	$(VENV)/python -m pytest -q
+
+## the Ray sampler tests (installs the optional extra first)
+test-ray: bootstrap
+	$(VENV)/python -m pip install -q -e ".[ray]" 2>&1 | grep -v -i -E "warning|^ *!!|wheel_obj|^$$" || true
+	$(VENV)/python -m pytest -q -m ray
 
 test-slow: bootstrap
 	$(VENV)/python -m pytest -q -m "slow"

@@ -210,8 +210,17 @@ class TRPOConfig:
 class SamplerConfig:
     """Rollout collection."""
 
-    backend: str = choice("local", "local: threads / worker processes on this machine (Ray: not yet)", ["local"])
-    num_workers: int = nonneg(0, "physics threads / workers (0: number of cores)")
+    backend: str = choice("local", "local: threads / worker processes on this machine; ray: Ray actors "
+                          "(pip install -e .[ray]), the same episodes for the same seed", ["local", "ray"])
+    num_workers: int = nonneg(0, "local: physics threads / workers (0: number of cores); "
+                                 "ray: actors, one CPU each (0: the cluster's CPUs)")
+    address: str | None = _f(None, "ray: null starts a local Ray; 'auto' or 'host:port' / 'ray://host:port' "
+                                   "joins a running cluster")
+
+    def __post_init__(self) -> None:
+        if self.address is not None and self.backend != "ray":
+            raise ConfigError(f"sampler.address: got {self.address!r} with sampler.backend {self.backend!r}; "
+                              "an address needs sampler.backend: ray")
 
 
 @dataclass

@@ -70,6 +70,14 @@ def make_algo(cfg: RLConfig, policy: nn.Module) -> MAMLTRPO:
 
 
 def _sampler(cfg: RLConfig, seed: int) -> Any:
+    """The run's sampler: local, or on Ray (imported only then); both give the same episodes."""
+    if cfg.sampler.backend == "ray":
+        from metarl.rl.ray_sampler import RaySampler
+
+        return RaySampler(
+            cfg.env.id, episodes_per_task=cfg.env.episodes_per_task, num_workers=cfg.sampler.num_workers,
+            seed=seed, env_kwargs=env_kwargs(cfg), address=cfg.sampler.address,
+        )
     return make_sampler(
         cfg.env.id, episodes_per_task=cfg.env.episodes_per_task,
         num_workers=cfg.sampler.num_workers or None, seed=seed, env_kwargs=env_kwargs(cfg),

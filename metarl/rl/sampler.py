@@ -8,10 +8,16 @@ returns). The ``N * B`` sub-envs of one batched env (:func:`envs.vector.make_vec
 together; the policy runs once per time step on the ``[N, B, obs_dim]`` observations of
 all of them, under ``torch.no_grad``, and every array is preallocated ``[T, N*B, ...]``.
 
-Randomness: each sampler owns a ``numpy.random.Generator`` (per-episode reset seeds) and a
-``torch.Generator`` (action noise), both derived from ``seed``; each ``sample`` call
-advances them, so successive calls differ and a run is reproducible from the seed (also
-across ``num_workers``: the physics is deterministic per sub-env).
+Randomness: each sampler owns :class:`SeedStreams`, a ``numpy.random.Generator`` (one reset
+seed per episode) and a ``torch.Generator`` (one action-noise seed per task), both derived
+from ``seed``. Each ``sample`` call draws its seeds from them, so successive calls differ and
+a run is reproducible from the seed. Task ``n`` draws its whole ``[T, B, ...]`` action noise
+from its own generator, seeded with its noise seed, and an episode's steps after its end hold
+zero actions and log-probs: a task's live steps depend only on that task, its seeds and the
+policy, not on the other tasks sampled beside it (only the frozen observations of padding run
+until the batch's last episode ends). So the result is the same across ``num_workers`` (the
+physics is deterministic per sub-env) and when the tasks are split across Ray actors
+(:mod:`metarl.rl.ray_sampler`), which draw from the same streams in the driver.
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ import gymnasium
 import numpy as np
 import torch
 from torch import nn
+from torch.distributions import Categorical, Distribution, Independent, Normal
 
 import envs
 from envs.vector import VecTaskEnv, make_vec
 from metarl.rl.episodes import Episodes
-from metarl.rl.policies import policy_distribution, sample_actions
+from metarl.rl.policies import policy_distribution
 
 #: ``act(obs [N, B, *obs_shape]) -> (actions [N, B, *act_shape], log_probs [N, B])``
 ActFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -48,9 +55,8 @@ def collect(
     Sub-env ``n * B + b`` runs episode ``b`` of task ``n``, reset with ``seeds[n * B + b]``.
     Every episode lasts ``horizon`` steps or until it terminates; ``masks[t]`` is 1 for the
     steps taken while the episode was alive (the terminating step included) and 0 after.
-    After its end an episode's entries are padding: its frozen last observation, actions and
-    log-probs the policy produced for it anyway, reward 0; zeros once every episode has
-    ended, where the loop stops.
+    After its end an episode's entries are padding: its frozen last observation, reward 0,
+    and zero actions and log-probs; zeros once every episode has ended, where the loop stops.
 
     Returns one :class:`Episodes` per task with ``[T, B, ...]`` fields (views of one
     ``[T, N, B, ...]`` buffer); observations and rewards are float32.
@@ -86,12 +92,115 @@ def collect(
             if not bool(alive.any()):
                 break
     assert actions is not None
+    dead = masks == 0  # the policy acted on the frozen episodes too: zero that, one pass over the buffers
+    actions.masked_fill_(dead.view(*dead.shape, *[1] * (actions.dim() - 2)), 0)
+    log_probs.masked_fill_(dead, 0)
 
     def split(x: torch.Tensor) -> list[torch.Tensor]:
         return list(x.view(horizon, n_tasks, per_task, *x.shape[2:]).unbind(1))
 
     fields = [split(x) for x in (observations, actions, rewards, masks, log_probs)]
     return [Episodes(*per_task_fields) for per_task_fields in zip(*fields, strict=True)]
+
+
+def check_params(params: Mapping[str, torch.Tensor], n_tasks: int, *, per_task: bool) -> None:
+    """With ``per_task``, every tensor of ``params`` must have a leading task dim of ``n_tasks``."""
+    if per_task:
+        for name, p in params.items():
+            if p.dim() == 0 or p.shape[0] != n_tasks:
+                raise ValueError(
+                    f"sample: per_task params must have a leading dim of len(tasks)={n_tasks}, "
+                    f"but {name!r} has shape {tuple(p.shape)}"
+                )
+
+
+class SeedStreams:
+    """A sampler's random streams, derived from ``seed``: a ``numpy.random.Generator`` for
+    per-episode reset seeds and a ``torch.Generator`` for per-task action-noise seeds.
+
+    The local sampler and the Ray driver (:mod:`metarl.rl.ray_sampler`) draw from the same
+    streams in the same way, so their results and checkpointed states are interchangeable.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        np_seq, torch_seq = np.random.SeedSequence(seed).spawn(2)
+        self.rng = np.random.default_rng(np_seq)
+        self.generator = torch.Generator().manual_seed(int(torch_seq.generate_state(1, np.uint64)[0] >> 1))
+
+    def draw(self, n_tasks: int, episodes_per_task: int) -> tuple[list[int], list[int]]:
+        """The seeds of one ``sample`` call: ``(reset [N * B], noise [N])``.
+
+        Sub-env ``n * B + b`` (episode ``b`` of task ``n``) resets with ``reset[n * B + b]``;
+        task ``n`` draws its action noise from a generator seeded with ``noise[n]``.
+        """
+        reset = self.rng.integers(0, 2**63 - 1, size=n_tasks * episodes_per_task).tolist()
+        noise = torch.randint(0, 2**62, (n_tasks,), generator=self.generator).tolist()
+        return reset, noise
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"numpy": self.rng.bit_generator.state, "torch": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (a ``"devices"`` entry of older checkpoints is ignored)."""
+        self.rng.bit_generator.state = state["numpy"]
+        self.generator.set_state(state["torch"])
+
+
+def draw_noise(dist: Distribution, noise_seeds: Sequence[int], horizon: int) -> torch.Tensor:
+    """The action noise of a whole rollout, task ``n``'s from a generator seeded with ``noise_seeds[n]``.
+
+    ``dist`` is the policy's distribution at the first step (batch shape ``[N, B]``). Returns,
+    on CPU, standard normal noise ``[T, N, B, *event]`` for ``Independent(Normal)`` and
+    uniform noise ``[T, N, B]`` for ``Categorical``. Each task's ``[T, B, ...]`` block comes
+    from its own generator, so a task's actions do not depend on the tasks batched with it.
+    """
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        draw, shape, dtype = torch.randn, dist.base_dist.loc.shape[1:], dist.base_dist.loc.dtype
+    elif isinstance(dist, Categorical):
+        draw, shape, dtype = torch.rand, dist.probs.shape[1:-1], dist.probs.dtype
+    else:
+        raise TypeError(f"the sampler supports Independent(Normal) and Categorical policies, got {type(dist)}")
+    if dist.batch_shape[0] != len(noise_seeds):
+        raise ValueError(f"draw_noise: {len(noise_seeds)} noise seeds for {dist.batch_shape[0]} tasks")
+    gens = [torch.Generator().manual_seed(int(s)) for s in noise_seeds]
+    return torch.stack([draw((horizon, *shape), generator=g, dtype=dtype) for g in gens], dim=1)
+
+
+def policy_act(
+    policy: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    *,
+    per_task: bool,
+    noise_seeds: Sequence[int],
+    horizon: int,
+) -> ActFn:
+    """The :data:`ActFn` of one :func:`collect` call: ``policy`` with ``params`` (shared, or
+    stacked ``[N, ...]`` with ``per_task``) on the params' device, under ``torch.no_grad`` by
+    the caller, acting with :func:`draw_noise`'s noise for ``noise_seeds`` (step ``t`` of the
+    rollout uses ``noise[t]``; the function counts its calls)."""
+    device = next(iter(params.values())).device if params else torch.device("cpu")
+    noise: torch.Tensor | None = None
+    step = 0
+
+    def act(obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal noise, step
+        dist = policy_distribution(policy, params, obs.to(device), per_task=per_task)
+        if noise is None:  # the whole [T, N, B, ...] noise at once, now that its shape is known
+            noise = draw_noise(dist, noise_seeds, horizon).to(device)
+        a = actions_from_noise(dist, noise[step])
+        step += 1
+        return a.cpu(), dist.log_prob(a).cpu()
+
+    return act
+
+
+def actions_from_noise(dist: Distribution, noise: torch.Tensor) -> torch.Tensor:
+    """One action per batch element of ``dist`` from one step of :func:`draw_noise`'s noise:
+    ``loc + scale * noise`` (Gaussian) or the inverse CDF at ``noise`` (categorical)."""
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        return dist.base_dist.loc + dist.base_dist.scale * noise
+    cdf = dist.probs.cumsum(-1)
+    return (cdf < noise.unsqueeze(-1)).sum(-1).clamp_(max=cdf.shape[-1] - 1)
 
 
 class MultiTaskSampler:
@@ -131,13 +240,9 @@ class MultiTaskSampler:
         self.horizon = int(registered if horizon is None else horizon)
         if self.horizon < 1:
             raise ValueError(f"make_sampler: horizon must be >= 1, got {horizon}")
-        seq = np.random.SeedSequence(seed)
-        np_seq, torch_seq = seq.spawn(2)
-        self._rng = np.random.default_rng(np_seq)
-        self._generator = torch.Generator().manual_seed(int(torch_seq.generate_state(1, np.uint64)[0] >> 1))
+        self._streams = SeedStreams(seed)
         self._vec: VecTaskEnv | None = None
         self._task_env: Any = None
-        self._device_generators: dict[torch.device, torch.Generator] = {}
 
     def _vec_for(self, n_tasks: int) -> VecTaskEnv:
         nb = n_tasks * self.episodes_per_task
@@ -151,15 +256,6 @@ class MultiTaskSampler:
         if self._task_env is None:
             self._task_env = gymnasium.make(self.env_id, **self.env_kwargs).unwrapped
         return self._task_env.sample_tasks(n, rng)
-
-    def _generator_for(self, device: torch.device) -> torch.Generator:
-        """The CPU stream, or for another device a generator seeded from it (once)."""
-        if device.type == "cpu":
-            return self._generator
-        if device not in self._device_generators:
-            seed = int(torch.randint(0, 2**62, (1,), generator=self._generator))
-            self._device_generators[device] = torch.Generator(device).manual_seed(seed)
-        return self._device_generators[device]
 
     def sample(
         self,
@@ -181,41 +277,22 @@ class MultiTaskSampler:
         ``B = episodes_per_task``; ``log_probs`` are those of the sampled actions.
         """
         tasks = list(tasks)
-        if per_task:
-            for name, p in params.items():
-                if p.dim() == 0 or p.shape[0] != len(tasks):
-                    raise ValueError(
-                        f"sample: per_task params must have a leading dim of len(tasks)={len(tasks)}, "
-                        f"but {name!r} has shape {tuple(p.shape)}"
-                    )
+        check_params(params, len(tasks), per_task=per_task)
         vec = self._vec_for(len(tasks))
-        device = next(iter(params.values())).device if params else torch.device("cpu")
-        generator = self._generator_for(device)
-
-        def act(obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            dist = policy_distribution(policy, params, obs.to(device), per_task=per_task)
-            a = sample_actions(dist, generator)
-            return a.cpu(), dist.log_prob(a).cpu()
-
-        seeds = self._rng.integers(0, 2**63 - 1, size=vec.num_envs).tolist()
-        return collect(vec, tasks, episodes_per_task=self.episodes_per_task, horizon=self.horizon, act=act, seeds=seeds)
+        reset_seeds, noise_seeds = self._streams.draw(len(tasks), self.episodes_per_task)
+        act = policy_act(policy, params, per_task=per_task, noise_seeds=noise_seeds, horizon=self.horizon)
+        return collect(
+            vec, tasks, episodes_per_task=self.episodes_per_task, horizon=self.horizon, act=act, seeds=reset_seeds
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """The state of the sampler's random streams, for checkpoints."""
-        return {
-            "numpy": self._rng.bit_generator.state,
-            "torch": self._generator.get_state(),
-            "devices": {str(d): g.get_state() for d, g in self._device_generators.items()},
-        }
+        return self._streams.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue the random streams saved by :meth:`state_dict` (a resumed run samples as the
         uninterrupted one would)."""
-        self._rng.bit_generator.state = state["numpy"]
-        self._generator.set_state(state["torch"])
-        self._device_generators = {
-            torch.device(d): torch.Generator(torch.device(d)).set_state(g) for d, g in state["devices"].items()
-        }
+        self._streams.load_state_dict(state)
 
     def close(self) -> None:
         """Stop the physics threads/processes (a later ``sample`` starts them again)."""

@@ -22,6 +22,7 @@ physics is deterministic per sub-env) and when the tasks are split across Ray ac
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -187,9 +188,10 @@ def policy_act(
         dist = policy_distribution(policy, params, obs.to(device), per_task=per_task)
         if noise is None:  # the whole [T, N, B, ...] noise at once, now that its shape is known
             noise = draw_noise(dist, noise_seeds, horizon).to(device)
-        a = actions_from_noise(dist, noise[step])
+        eps = noise[step]
+        a = actions_from_noise(dist, eps)
         step += 1
-        return a.cpu(), dist.log_prob(a).cpu()
+        return a.cpu(), log_prob_from_noise(dist, a, eps).cpu()
 
     return act
 
@@ -201,6 +203,22 @@ def actions_from_noise(dist: Distribution, noise: torch.Tensor) -> torch.Tensor:
         return dist.base_dist.loc + dist.base_dist.scale * noise
     cdf = dist.probs.cumsum(-1)
     return (cdf < noise.unsqueeze(-1)).sum(-1).clamp_(max=cdf.shape[-1] - 1)
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def log_prob_from_noise(dist: Distribution, action: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) of an action made by :func:`actions_from_noise`.
+
+    For the Gaussian, with ``a = loc + scale * eps``, it is
+    ``sum_k -eps_k^2 / 2 - log scale_k - log(2 pi) / 2``: the same value as ``dist.log_prob(a)``
+    (to float rounding) without recomputing ``(a - loc) / scale``; this is on the rollout
+    loop's hot path. Categorical actions use ``dist.log_prob``.
+    """
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        return -(0.5 * noise.square() + dist.base_dist.scale.log() + _HALF_LOG_2PI).sum(-1)
+    return dist.log_prob(action)
 
 
 class MultiTaskSampler:

@@ -235,7 +235,7 @@ class RLConfig(CommonConfig):
     gae_lambda: float = unit(1.0, "GAE lambda (1.0: Monte-Carlo returns minus baseline)")
     normalize_advantages: bool = _f(True, "normalise advantages per task")
     test_lr_decay: float = positive(1.0, "evaluation: multiply the inner lr by this after each step (0.5 halves)")
-    update_threads: int = nonneg(1, "torch threads for the meta-update (0: all cores; sampling is idle then)")
+    update_threads: int = nonneg(0, "torch threads for the meta-update (0: all cores; sampling is idle then)")
     algorithm: str = choice("maml", "maml, or pretrain (TRPO on mixed tasks, no adaptation)",
                             ["maml", "pretrain"])
 

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from metarl.config import config_from_dict
+from metarl.config import config_from_dict, parse_overrides
 from metarl.rl.build import MAMLTRPOLearner, adaptation_returns, evaluation_tasks
 
 
@@ -27,13 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=5)
     ap.add_argument("--eval-goals", type=int, default=40)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cfg = config_from_dict({
         "benchmark": "rl", "name": "ttr-navigation2d", "seed": args.seed, "num_iterations": args.max_iterations,
         "meta_batch_size": 20, "env": {"id": "metarl/Navigation2D-v0", "episodes_per_task": 20},
         "policy": {"hidden": [64, 64], "activation": "tanh"}, "inner": {"lr": 0.1, "steps": 1},
-    })
+    }, parse_overrides(args.set))
     learner = MAMLTRPOLearner(cfg)
     goals = evaluation_tasks(learner.env, args.eval_goals, args.seed)
     pending = sorted(args.targets)  # the easiest (lowest) target first

@@ -204,6 +204,7 @@ class TRPOConfig:
     cg_damping: float = nonneg(1e-5, "damping added to the Fisher-vector product")
     ls_ratio: float = _f(0.8, "backtracking ratio", lambda v: 0 < v < 1, "a number in (0, 1)")
     ls_max_steps: int = positive(15, "backtracking steps")
+    fisher_tasks: int = nonneg(0, "Fisher-vector products on this many random tasks (0: all, exact)")
 
 
 @dataclass

@@ -120,6 +120,7 @@ def trust_region_step(
     cg_damping: float = 1e-5,
     ls_ratio: float = 0.8,
     ls_max_steps: int = 15,
+    fisher_kl: Callable[[Params], torch.Tensor] | None = None,
 ) -> tuple[Params, dict[str, float]]:
     """One TRPO update of ``params``: natural-gradient direction, KL-scaled step, line search.
 
@@ -134,6 +135,10 @@ def trust_region_step(
         cg_iters, cg_damping: conjugate-gradient iterations and the damping added to F.
         ls_ratio, ls_max_steps: backtracking factor and number of candidates
             theta_0 - ls_ratio^k * step, k = 0 .. ls_max_steps - 1.
+        fisher_kl: optional ``params -> kl`` on a subsample of the data, whose Hessian then
+            stands in for F in conjugate gradient and the step scaling (rllab's
+            ``subsample_factor``); the line search still checks the full ``kl``. ``None``:
+            the exact Fisher of ``objective``'s KL.
 
     The step is s * sqrt(2 delta / s^T (F + damping I) s) with s = CG(F + damping I, g),
     g = grad loss(theta_0) (Schulman et al. 2015, appendix C). The first candidate whose
@@ -181,7 +186,7 @@ def trust_region_step(
     if metrics["grad_norm"] == 0.0:
         return {k: v.clone() for k, v in old.items()}, metrics
 
-    fvp = fisher_vector_product(kl, leaves, cg_damping)
+    fvp = fisher_vector_product(kl if fisher_kl is None else fisher_kl(leaves), leaves, cg_damping)
     s, residual = conjugate_gradient(fvp, g, iters=cg_iters, return_residual=True)
     sFs = float(torch.dot(s, g - residual))  # = s^T (F + damping I) s, without an 11th product
     del fvp, kl, loss  # free the double-backprop graph before the line search

@@ -287,3 +287,36 @@ def test_step_with_a_categorical_policy() -> None:
     m = algo.step(train, valid)
     assert m["accepted"] == 1.0 and 0 < m["kl"] <= algo.max_kl
     assert m["logp_gap"] < 1e-12
+
+
+def test_fisher_on_all_tasks_is_the_exact_step() -> None:
+    results = []
+    for fisher_tasks in (0, N):
+        algo, policy, train, valid = problem(3, 1, False, fisher_tasks=fisher_tasks)
+        algo.step(train, valid)
+        results.append(flatten(params_of(policy)).detach())
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
+def test_subsampled_fisher_is_the_fisher_of_the_chosen_tasks() -> None:
+    algo, policy, train, valid = problem(4, 1, False, fisher_tasks=1)  # MAMLTRPO seed 0
+    theta = detach_params(params_of(policy))
+    chosen = int(torch.randperm(N, generator=torch.Generator().manual_seed(0))[0])
+    # independently: the KL of the chosen task alone, through its own adaptation
+    one_train = Episodes(*(getattr(train, f)[chosen : chosen + 1] for f in
+                           ("observations", "actions", "rewards", "masks", "log_probs")))
+    one_valid = Episodes(*(getattr(valid, f)[chosen : chosen + 1] for f in
+                           ("observations", "actions", "rewards", "masks", "log_probs")))
+    old = algo.adapt(one_train, theta)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+    kl_one = kl_divergence(policy, algo.adapt(one_train, leaves), old, one_valid, per_task=True)
+    expected = fisher_vector_product(kl_one, leaves, 0.0)
+    data = algo._inner_data(train)
+    old_all = algo.adapt(train, theta)
+    sub_kl = algo._fisher_kl(data, valid, algo.advantages(valid), old_all)
+    leaves2 = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+    got = fisher_vector_product(sub_kl(leaves2), leaves2, 0.0)
+    v = torch.randn(flatten(theta).numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(got(v), expected(v))
+    with pytest.raises(ValueError, match="fisher_tasks=-1"):
+        MAMLTRPO(policy, fisher_tasks=-1)

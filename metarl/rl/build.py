@@ -66,6 +66,7 @@ def make_algo(cfg: RLConfig, policy: nn.Module) -> MAMLTRPO:
         max_kl=cfg.trpo.max_kl, cg_iters=cfg.trpo.cg_iters, cg_damping=cfg.trpo.cg_damping,
         ls_ratio=cfg.trpo.ls_ratio, ls_max_steps=cfg.trpo.ls_max_steps, gamma=cfg.gamma,
         gae_lambda=cfg.gae_lambda, normalize_advantages=cfg.normalize_advantages,
+        fisher_tasks=cfg.trpo.fisher_tasks, seed=cfg.seed,
     )
 
 
@@ -160,11 +161,14 @@ class MAMLTRPOLearner:
             "model": self.module.state_dict(),
             "rng": rng_state(self.generator, self.np_rng),
             "sampler": self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else None,
+            "fisher_rng": self.algo.fisher_generator.get_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.module.load_state_dict(state["model"])
         set_rng_state(state["rng"], self.generator, self.np_rng)
+        if state.get("fisher_rng") is not None:
+            self.algo.fisher_generator.set_state(state["fisher_rng"])
         if state.get("sampler") is not None and hasattr(self.sampler, "load_state_dict"):
             self.sampler.load_state_dict(state["sampler"])
 

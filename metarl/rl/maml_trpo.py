@@ -72,6 +72,11 @@ class MAMLTRPO:
             as in the paper's rllab setup).
         normalize_advantages: normalise advantages per task over live steps.
         baseline_reg: initial ridge coefficient of the linear baseline fit.
+        fisher_tasks: compute the Fisher-vector products on this many randomly chosen tasks
+            of the meta-batch (0, the default: all, the exact Fisher). A cheaper, approximate
+            natural gradient (rllab's ``subsample_factor``); the line search still checks the
+            KL bound on all tasks.
+        seed: seeds the choice of those tasks.
     """
 
     def __init__(
@@ -90,6 +95,8 @@ class MAMLTRPO:
         gae_lambda: float = 1.0,
         normalize_advantages: bool = True,
         baseline_reg: float = 1e-5,
+        fisher_tasks: int = 0,
+        seed: int = 0,
     ) -> None:
         if inner_steps < 0:
             raise ValueError(f"MAMLTRPO: inner_steps={inner_steps} must be >= 0")
@@ -113,6 +120,10 @@ class MAMLTRPO:
         self.gae_lambda = float(gae_lambda)
         self.normalize_advantages = bool(normalize_advantages)
         self.baseline_reg = float(baseline_reg)
+        if fisher_tasks < 0:
+            raise ValueError(f"MAMLTRPO: fisher_tasks={fisher_tasks} must be >= 0 (0: all tasks)")
+        self.fisher_tasks = int(fisher_tasks)
+        self.fisher_generator = torch.Generator().manual_seed(int(seed))
 
     # ------------------------------------------------------------------ estimators
     def advantages(self, episodes: Episodes) -> torch.Tensor:
@@ -211,6 +222,22 @@ class MAMLTRPO:
 
         return objective
 
+    def _fisher_kl(
+        self, data: _InnerData, valid_episodes: Episodes, valid_advantages: torch.Tensor, old_params: Params
+    ) -> Any:
+        """The KL on ``fisher_tasks`` random tasks (for the FVP), or ``None`` for all of them."""
+        n = valid_episodes.masks.shape[0]
+        if self.fisher_tasks == 0 or self.fisher_tasks >= n:
+            return None
+        idx = torch.randperm(n, generator=self.fisher_generator)[: self.fisher_tasks].sort().values
+        sub_data = _InnerData(
+            tuple((tuple(f[idx] for f in fields_), adv[idx]) for fields_, adv in data.batches), data.steps_per_batch
+        )
+        sub_valid = Episodes(*(f[idx] for f in _as_tuple(valid_episodes)))
+        sub_old = {k: v[idx] for k, v in old_params.items()}
+        objective = self._objective(sub_data, sub_valid, valid_advantages[idx], sub_old)
+        return lambda params: objective(params)[1]
+
     def step(self, train_episodes: TrainEpisodes, valid_episodes: Episodes) -> dict[str, float]:
         """One meta-update of the policy; returns metrics.
 
@@ -255,6 +282,7 @@ class MAMLTRPO:
         new_params, metrics = trust_region_step(
             self._objective(data, valid_episodes, valid_advantages, old_params),
             theta0,
+            fisher_kl=self._fisher_kl(data, valid_episodes, valid_advantages, old_params),
             max_kl=self.max_kl,
             cg_iters=self.cg_iters,
             cg_damping=self.cg_damping,

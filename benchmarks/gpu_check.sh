@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# GPU check (at most ~5 minutes): the meta-update runs on CUDA while sampling stays on the CPU.
+# GPU check (a few minutes): the meta-update runs on CUDA while sampling stays on the CPU.
 # Run on a machine with a GPU from the repository root: bash benchmarks/gpu_check.sh
-# Prints the device, a short sinusoid run and a short
-# Navigation2D MAML-TRPO run with --device cuda next to the same run on the CPU.
+# Prints the device, a short sinusoid run and a short Navigation2D MAML-TRPO run with
+# --device cuda next to the same run on the CPU, and the few-shot meta-iteration benchmark
+# (vmap over tasks against a per-task loop) on the GPU.
+# PY picks the interpreter (default: .venv/bin/python, made by scripts/bootstrap.sh if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || bash scripts/bootstrap.sh
-PY=.venv/bin/python
-export OMP_NUM_THREADS=1
+if [ -z "${PY:-}" ]; then
+  [ -x .venv/bin/python ] || bash scripts/bootstrap.sh
+  PY=.venv/bin/python
+fi
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 out=${OUT:-$(mktemp -d)}
 $PY - <<'PY'
 import torch
@@ -15,9 +19,9 @@ assert torch.cuda.is_available(), "no CUDA device visible to torch"
 print("torch", torch.__version__, "device", torch.cuda.get_device_name(0))
 PY
 for dev in cuda cpu; do
-  /usr/bin/time -f "sinusoid 2000 its on $dev: %e s" .venv/bin/metarl train experiments/configs/sinusoid.yaml \
+  /usr/bin/time -f "sinusoid 2000 its on $dev: %e s" $PY -m metarl train experiments/configs/sinusoid.yaml \
     --set num_iterations=2000 --set eval.every=1000 --device $dev --logdir "$out/sin-$dev"
-  /usr/bin/time -f "navigation2d 5 its on $dev: %e s" .venv/bin/metarl train experiments/configs/navigation2d.yaml \
+  /usr/bin/time -f "navigation2d 5 its on $dev: %e s" $PY -m metarl train experiments/configs/navigation2d.yaml \
     --set num_iterations=5 --set policy.hidden=[64,64] --set policy.activation=tanh --device $dev \
     --logdir "$out/nav-$dev"
   $PY - "$out/nav-$dev/metrics.csv" <<'PY'
@@ -33,3 +37,5 @@ import sys, torch
 state = torch.load(sys.argv[1] + "/checkpoints/last.pt", map_location="cpu", weights_only=False)
 print("checkpoint iteration", state["iteration"], "device in config:", state["config"]["device"])
 PY
+echo "few-shot meta-iterations on cuda (5-way 1-shot, meta-batch 32, second order):"
+$PY -m metarl bench fewshot --device cuda --synthetic --iterations 20 --warmup 3 --variants loop,batched

@@ -320,3 +320,25 @@ def test_subsampled_fisher_is_the_fisher_of_the_chosen_tasks() -> None:
     torch.testing.assert_close(got(v), expected(v))
     with pytest.raises(ValueError, match="fisher_tasks=-1"):
         MAMLTRPO(policy, fisher_tasks=-1)
+
+
+@pytest.mark.parametrize("inner_steps,per_step_batches", [(1, False), (2, True)], ids=["1step", "2batches"])
+def test_task_chunks_give_the_same_objective_gradient_fisher_and_step(inner_steps: int, per_step_batches: bool) -> None:
+    """Evaluating the objective a chunk of tasks at a time (task_chunk=1: N calls) changes nothing."""
+    results = []
+    for chunk in (0, 1):
+        algo, policy, train, valid = problem(5, inner_steps, per_step_batches, task_chunk=chunk)
+        theta = detach_params(params_of(policy))
+        objective = algo._objective(algo._inner_data(train), valid, algo.advantages(valid), algo.adapt(train, theta))
+        leaves = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
+        loss, kl = objective(leaves)
+        grad = flatten(torch.autograd.grad(loss, list(leaves.values()), retain_graph=True))
+        v = torch.randn(grad.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        fvp = fisher_vector_product(kl, leaves, damping=0.0)(v)
+        metrics = algo.step(train, valid)
+        results.append((loss.detach(), grad, fvp, flatten(params_of(policy)).detach(), metrics["accepted"]))
+    assert float(results[0][2].norm()) > 0 and results[0][4] == 1.0
+    for a, b in zip(*results, strict=True):  # float64 rounding differs with the summation order
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="task_chunk=-1"):
+        MAMLTRPO(make_policy(), task_chunk=-1)

@@ -19,6 +19,21 @@ def test_tanh_equals_torch_tanh_with_gradients():
     torch.testing.assert_close(h, -2 * torch.tanh(x) * (1 - torch.tanh(x) ** 2))
 
 
+def test_tanh_derivatives_under_torch_func_match_torch_tanh():
+    """vmap, grad (to third order), jvp and forward-over-reverse agree with torch.tanh."""
+    x = torch.linspace(-4, 4, 33, dtype=torch.float64).reshape(3, 11)
+    ours, ref = Tanh(), torch.tanh
+    d3 = [torch.func.vmap(torch.func.vmap(torch.func.grad(torch.func.grad(torch.func.grad(g)))))(x)
+          for g in (lambda z: ours(z), ref)]
+    torch.testing.assert_close(d3[0], d3[1])
+    t = torch.randn_like(x)
+    jv = [torch.func.jvp(g, (x,), (t,))[1] for g in (lambda z: ours(z), ref)]
+    torch.testing.assert_close(jv[0], jv[1])
+    hv = [torch.func.jvp(torch.func.grad(lambda z, g=g: g(z).pow(2).sum()), (x,), (t,))[1]
+          for g in (lambda z: ours(z), ref)]
+    torch.testing.assert_close(hv[0], hv[1])
+
+
 def test_log_prob_from_noise_equals_distribution_log_prob():
     torch.manual_seed(0)
     pol = GaussianMLPPolicy(3, 2, (8,), "tanh", init_std=0.4)

@@ -134,6 +134,37 @@ def kl_divergence(
     return masked_mean(_kl(old, new), episodes.masks)
 
 
+def surrogate_and_kl(
+    policy: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    episodes: Episodes,
+    advantages: torch.Tensor,
+    old_dist: Distribution,
+    *,
+    per_task: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`surrogate_loss` and :func:`kl_divergence` from one policy forward pass.
+
+    ``old_dist`` is the sampling policy's distribution on ``episodes``' (zero-padded)
+    observations, computed once and held constant (see :func:`old_distribution`); the
+    TRPO line search evaluates both quantities for every candidate, so sharing the
+    forward pass and not recomputing pi_old halves its cost. Returns two scalars.
+    """
+    dist, logp = _log_prob(policy, params, episodes, per_task)
+    live = episodes.masks > 0
+    log_ratio = torch.where(live, logp - episodes.log_probs, torch.zeros_like(logp))
+    loss = -masked_mean(torch.exp(log_ratio) * advantages.detach(), episodes.masks)
+    return loss, masked_mean(_kl(old_dist, dist), episodes.masks)
+
+
+def old_distribution(
+    policy: nn.Module, old_params: Mapping[str, torch.Tensor], episodes: Episodes, *, per_task: bool = False
+) -> Distribution:
+    """pi_old on ``episodes``' observations, detached: the fixed side of the KL."""
+    with torch.no_grad():
+        return policy_distribution(policy, detach_params(old_params), _observations(episodes), per_task=per_task)
+
+
 def entropy(
     policy: nn.Module, params: Mapping[str, torch.Tensor], episodes: Episodes, *, per_task: bool = False
 ) -> torch.Tensor:

@@ -37,7 +37,7 @@ from metarl.maml import Params, adapt, adapt_batched, detach_params, params_of
 from metarl.rl.advantages import gae, normalize_advantages
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
-from metarl.rl.losses import action_log_probs, entropy, kl_divergence, reinforce_loss, surrogate_loss
+from metarl.rl.losses import action_log_probs, entropy, old_distribution, reinforce_loss, surrogate_and_kl
 from metarl.trpo import Objective, trust_region_step
 
 TrainEpisodes = Episodes | Sequence[Episodes]
@@ -76,6 +76,11 @@ class MAMLTRPO:
             of the meta-batch (0, the default: all, the exact Fisher). A cheaper, approximate
             natural gradient (rllab's ``subsample_factor``); the line search still checks the
             KL bound on all tasks.
+        task_chunk: tasks per vmap call in the meta-update's objective (0: all at once).
+            The losses, gradients and Fisher-vector products are the same for any value
+            (up to float rounding; tested); only speed differs. On the 2-core CPU, chunks of 2-4
+            tasks measured 10-20% faster than one call for all 20 tasks and than a per-task
+            loop (chunks of 1), see README "Speed". On a GPU use 0.
         seed: seeds the choice of those tasks.
     """
 
@@ -96,6 +101,7 @@ class MAMLTRPO:
         normalize_advantages: bool = True,
         baseline_reg: float = 1e-5,
         fisher_tasks: int = 0,
+        task_chunk: int = 4,
         seed: int = 0,
     ) -> None:
         if inner_steps < 0:
@@ -123,6 +129,9 @@ class MAMLTRPO:
         if fisher_tasks < 0:
             raise ValueError(f"MAMLTRPO: fisher_tasks={fisher_tasks} must be >= 0 (0: all tasks)")
         self.fisher_tasks = int(fisher_tasks)
+        if task_chunk < 0:
+            raise ValueError(f"MAMLTRPO: task_chunk={task_chunk} must be >= 0 (0: all tasks at once)")
+        self.task_chunk = int(task_chunk)
         self.fisher_generator = torch.Generator().manual_seed(int(seed))
 
     # ------------------------------------------------------------------ estimators
@@ -207,6 +216,17 @@ class MAMLTRPO:
         return self._adapt(data, params, lr_decay)
 
     # ------------------------------------------------------------------ outer step
+    @staticmethod
+    def _subset(
+        data: _InnerData, valid: Episodes, advantages: torch.Tensor, old_params: Params, index: Any
+    ) -> tuple[_InnerData, Episodes, torch.Tensor, Params]:
+        """The tasks ``index`` (a slice: views; an index tensor: copies) of every per-task input."""
+        sub_data = _InnerData(
+            tuple((tuple(f[index] for f in fields_), adv[index]) for fields_, adv in data.batches), data.steps_per_batch
+        )
+        sub_valid = Episodes(*(f[index] for f in _as_tuple(valid)))
+        return sub_data, sub_valid, advantages[index], {k: v[index] for k, v in old_params.items()}
+
     def _objective(
         self,
         data: _InnerData,
@@ -214,10 +234,24 @@ class MAMLTRPO:
         valid_advantages: torch.Tensor,
         old_params: Params,
     ) -> Objective:
+        """``params -> (surrogate, mean KL)`` over all tasks, evaluated ``task_chunk`` tasks at a
+        time (each chunk's mean weighted by its share of tasks: the same numbers as one call)."""
+        n = valid_episodes.masks.shape[0]
+        chunk = self.task_chunk or n
+        parts = []
+        for start in range(0, n, chunk):
+            index = slice(start, min(n, start + chunk))
+            sub_data, sub_valid, sub_adv, sub_old = self._subset(data, valid_episodes, valid_advantages, old_params, index)
+            old_dist = old_distribution(self.policy, sub_old, sub_valid, per_task=True)
+            parts.append((sub_data, sub_valid, sub_adv, old_dist, (index.stop - index.start) / n))
+
         def objective(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-            fast = self._adapt(data, params)
-            loss = surrogate_loss(self.policy, fast, valid_episodes, valid_advantages, per_task=True)
-            kl = kl_divergence(self.policy, fast, old_params, valid_episodes, per_task=True)
+            loss: Any = 0.0
+            kl: Any = 0.0
+            for sub_data, sub_valid, sub_adv, old_dist, weight in parts:
+                fast = self._adapt(sub_data, params)
+                part_loss, part_kl = surrogate_and_kl(self.policy, fast, sub_valid, sub_adv, old_dist, per_task=True)
+                loss, kl = loss + weight * part_loss, kl + weight * part_kl
             return loss, kl
 
         return objective
@@ -230,12 +264,7 @@ class MAMLTRPO:
         if self.fisher_tasks == 0 or self.fisher_tasks >= n:
             return None
         idx = torch.randperm(n, generator=self.fisher_generator)[: self.fisher_tasks].sort().values
-        sub_data = _InnerData(
-            tuple((tuple(f[idx] for f in fields_), adv[idx]) for fields_, adv in data.batches), data.steps_per_batch
-        )
-        sub_valid = Episodes(*(f[idx] for f in _as_tuple(valid_episodes)))
-        sub_old = {k: v[idx] for k, v in old_params.items()}
-        objective = self._objective(sub_data, sub_valid, valid_advantages[idx], sub_old)
+        objective = self._objective(*self._subset(data, valid_episodes, valid_advantages, old_params, idx))
         return lambda params: objective(params)[1]
 
     def step(self, train_episodes: TrainEpisodes, valid_episodes: Episodes) -> dict[str, float]:

@@ -69,7 +69,8 @@ class CategoricalMLPPolicy(nn.Module):
         return Categorical(logits=self.logits(obs), validate_args=False)
 
 
-def _flatten(dist: Distribution) -> tuple[str, tuple[torch.Tensor, ...]]:
+def distribution_params(dist: Distribution) -> tuple[str, tuple[torch.Tensor, ...]]:
+    """``(kind, tensors)``: the family (``"normal"``/``"categorical"``) and the tensors that define ``dist``."""
     if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
         return "normal", (dist.base_dist.loc, dist.base_dist.scale)
     if isinstance(dist, Categorical):
@@ -77,7 +78,8 @@ def _flatten(dist: Distribution) -> tuple[str, tuple[torch.Tensor, ...]]:
     raise TypeError(f"policy_distribution supports Independent(Normal) and Categorical, got {type(dist)}")
 
 
-def _unflatten(kind: str, tensors: Sequence[torch.Tensor]) -> Distribution:
+def distribution_from_params(kind: str, tensors: Sequence[torch.Tensor]) -> Distribution:
+    """The inverse of :func:`distribution_params`."""
     if kind == "normal":
         loc, scale = tensors
         return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
@@ -102,12 +104,12 @@ def policy_distribution(
     kind: list[str] = []
 
     def one(p: Mapping[str, torch.Tensor], o: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        k, tensors = _flatten(functional_forward(policy, p, o))
+        k, tensors = distribution_params(functional_forward(policy, p, o))
         kind.append(k)
         return tensors
 
     tensors = torch.func.vmap(one)(dict(params), obs)
-    return _unflatten(kind[0], tensors)
+    return distribution_from_params(kind[0], tensors)
 
 
 def sample_actions(dist: Distribution, generator: torch.Generator | None) -> torch.Tensor:

@@ -241,7 +241,8 @@ class MAMLTRPO:
         parts = []
         for start in range(0, n, chunk):
             index = slice(start, min(n, start + chunk))
-            sub_data, sub_valid, sub_adv, sub_old = self._subset(data, valid_episodes, valid_advantages, old_params, index)
+            subset = self._subset(data, valid_episodes, valid_advantages, old_params, index)
+            sub_data, sub_valid, sub_adv, sub_old = subset
             old_dist = old_distribution(self.policy, sub_old, sub_valid, per_task=True)
             parts.append((sub_data, sub_valid, sub_adv, old_dist, (index.stop - index.start) / n))
 

@@ -193,6 +193,8 @@ class PolicyConfig:
     hidden: list[int] = _f(lambda: [64, 64], "hidden sizes (paper: [100, 100])", factory=True)
     activation: str = choice("tanh", "hidden activation (paper: relu)", ["tanh", "relu"])
     init_std: float = positive(1.0, "initial action standard deviation")
+    init: str = choice("torch", "weight init: torch (nn.Linear's default) or xavier (Glorot-uniform weights, zero "
+                       "biases, as the reference PyTorch implementation)", ["torch", "xavier"])
 
 
 @dataclass

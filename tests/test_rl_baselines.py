@@ -119,6 +119,19 @@ def test_env_oracle_config_reaches_the_env():
     assert build.env_kwargs(plain) == {} and build.make_env(plain).observation_space.shape == (17,)
 
 
+def test_policy_init_xavier_zeroes_biases_and_bounds_weights():
+    cfg = tiny_cfg("metarl/Navigation2D-v0", "x", policy={"init": "xavier"})
+    state = build.seeded_policy(cfg, 0).state_dict()
+    for name, w in state.items():
+        if name.endswith(".bias"):
+            assert torch.count_nonzero(w) == 0, name
+        elif name.endswith(".weight"):
+            fan_out, fan_in = w.shape
+            assert float(w.abs().max()) <= (6 / (fan_in + fan_out)) ** 0.5, name
+    default = build.seeded_policy(tiny_cfg("metarl/Navigation2D-v0", "d"), 0).state_dict()
+    assert torch.count_nonzero(default["mu.0.bias"]) > 0
+
+
 def test_evaluation_tasks_are_not_the_training_tasks_of_the_same_seed():
     import gymnasium as gym
     import numpy as np

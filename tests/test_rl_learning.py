@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 def nav_cfg(**over):
     data = {
         "benchmark": "rl", "name": "nav-test", "seed": 1, "num_iterations": 20, "meta_batch_size": 10,
-        "log_every": 1, "checkpoint_every": 10, "eval": {"every": 1, "tasks": 5, "test_tasks": 20},
+        "log_every": 1, "checkpoint_every": 10, "eval": {"every": 5, "tasks": 5, "test_tasks": 20},
         "inner": {"lr": 0.1, "steps": 1, "test_steps": 1},
         "env": {"id": "metarl/Navigation2D-v0", "episodes_per_task": 10},
         "policy": {"hidden": [64, 64], "activation": "tanh"},
@@ -29,8 +29,14 @@ def test_navigation_adapts_in_one_step(tmp_path):
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     for key in ("train/return_pre", "train/return_post", "trpo/kl", "trpo/ls_steps", "trpo/accepted",
                 "trpo/grad_norm", "train/inner_loss", "train/entropy", "time/sample_s", "time/update_s",
-                "time/env_steps_per_s"):
+                "time/env_steps_per_s", "val/return_pre", "val/return_post"):
         assert key in header, key
+    rows = [r.split(",") for r in (run / "metrics.csv").read_text().splitlines()[1:]]
+    col = header.index("val/return_post")
+    validated = [(int(r[0]), float(r[col])) for r in rows if r[col]]
+    assert [it for it, _ in validated] == [5, 10, 15, 20]
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["iteration"] == max(validated, key=lambda x: x[1])[0]
     res = evaluate(run, n_tasks=40, steps=1, seed=7)
     pre, post = (s["mean"] for s in res["by_step"])
     rand_post = res["baselines"]["random"]["by_step"][1]["mean"]

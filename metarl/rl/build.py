@@ -8,6 +8,7 @@ adapt; sample post-update episodes with the adapted policies; take one TRPO meta
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -26,7 +27,7 @@ from metarl.rl.episodes import Episodes
 from metarl.rl.maml_trpo import MAMLTRPO
 from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.rl.sampler import make_sampler
-from metarl.seeding import eval_seed
+from metarl.seeding import eval_seed, validation_seed
 
 
 def make_env(cfg: RLConfig) -> gym.Env:
@@ -116,9 +117,17 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 class MAMLTRPOLearner:
-    """Meta-trains a policy with MAML-TRPO; best checkpoint by post-update return."""
+    """Meta-trains a policy with MAML-TRPO.
 
-    best_key = "train/return_post"
+    Best checkpoint: by the mean return after ``inner.steps`` adaptation steps on
+    ``eval.tasks`` fixed validation tasks (drawn from a stream apart from training's and
+    from ``metarl evaluate``'s, and sampled with the same seeds at every validation, so
+    successive values differ by the policy only), checked every ``eval.every`` iterations.
+    (The training post-update return is a noisier signal: it comes from that iteration's
+    tasks, the very batch the step was chosen on.)
+    """
+
+    best_key = "val/return_post"
     best_mode = "max"
 
     def __init__(self, cfg: RLConfig) -> None:
@@ -130,6 +139,7 @@ class MAMLTRPOLearner:
         self.sampler = _sampler(cfg, cfg.seed)
         self.np_rng = np.random.default_rng(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # kept for symmetry of RNG state
+        self._val_tasks: list[dict] | None = None
 
     def _sample(self, params: Params, tasks: list[dict], per_task: bool) -> Episodes:
         """Sampling runs on the CPU (parameters cross once per call); the episodes go to the
@@ -169,7 +179,15 @@ class MAMLTRPOLearner:
         return out
 
     def validate(self) -> dict[str, float]:
-        return {}
+        """``val/return_pre`` and ``val/return_post``: mean return on the validation tasks before
+        and after ``inner.steps`` steps (resampling after each), as :func:`adaptation_returns`."""
+        seed = validation_seed(self.cfg.seed)
+        if self._val_tasks is None:
+            self._val_tasks = self.env.unwrapped.sample_tasks(self.cfg.eval.tasks, np.random.default_rng(seed))
+        policy = copy.deepcopy(self.module).cpu()
+        returns = adaptation_returns(self.cfg, policy, self._val_tasks, steps=self.cfg.inner.steps, seed=seed)
+        means = returns.mean(-1)
+        return {"val/return_pre": float(means[0]), "val/return_post": float(means[-1])}
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Reproduces the half-cheetah forward/backward comparison of Finn et al. 2017 (sec. 5.3, Fig. 5):
+# MAML and the pretrained baseline, trained with the configs halfcheetah_dir{,_pretrain}.yaml, then
+# `metarl evaluate` of MAML beside the baseline (and a randomly initialised policy) after 0..3
+# policy-gradient steps on 40 held-out tasks (each a direction, forward or backward).
+# Usage: bash experiments/halfcheetah_dir.sh [OUT_DIR] [SEED] [--set key=value ...]
+#   Runs that exist are resumed unless finished. Extra arguments go to `metarl train` when a run
+#   starts, e.g. a quick dry run:
+#   bash experiments/halfcheetah_dir.sh /tmp/hc 1 --set num_iterations=2 --set meta_batch_size=2 \
+#     --set env.episodes_per_task=2
+set -euo pipefail
+out=runs/halfcheetah_dir-paper
+seed=1
+if [ $# -gt 0 ] && [[ $1 != -* ]]; then out=$1; shift; fi
+if [ $# -gt 0 ] && [[ $1 != -* ]]; then seed=$1; shift; fi
+extra=("$@")
+# held-out tasks: another stream than the training tasks (which are drawn with SEED)
+eval_seed=$((seed + 1000))
+configs=experiments/configs
+mkdir -p "$out"
+finished() { # RUN_DIR: its last logged iteration is its config's num_iterations
+  local want
+  want=$(awk '$1 == "num_iterations:" {print $2}' "$1/config.yaml")
+  [ -n "$want" ] && [ -f "$1/metrics.csv" ] && tail -n 1 "$1/metrics.csv" | grep -q "^$want,"
+}
+train() { # NAME CONFIG
+  local dir=$out/$1
+  if [ ! -f "$dir/checkpoints/last.pt" ]; then
+    metarl train "$2" --seed "$seed" --logdir "$dir" ${extra[@]+"${extra[@]}"}
+  elif ! finished "$dir"; then
+    metarl train --resume "$dir"
+  fi
+}
+train maml "$configs/halfcheetah_dir.yaml"
+train pretrain "$configs/halfcheetah_dir_pretrain.yaml"
+metarl evaluate "$out/maml" --tasks 40 --steps 3 --seed "$eval_seed" \
+  --baseline pretrained="$out/pretrain" \
+  --out "$out/maml/eval-40.json" --plot "$out/maml/eval-40.png"

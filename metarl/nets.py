@@ -61,8 +61,41 @@ class Tanh(nn.Module):
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU}
 
 
+class TanhMLP(nn.Sequential):
+    """``Linear, Tanh, Linear, ..., Linear`` whose forward runs one sigmoid per hidden layer.
+
+    Since tanh(z) = 2 sigmoid(2z) - 1, the network equals a sigmoid network with folded weights:
+    a hidden layer keeps s = sigmoid(2 (W x + b)), and the next layer reads tanh = 2 s - 1 as
+    ``(2 W') s + (b' - W' 1)``. Folding costs a few operations on the [out, in] weights; each
+    hidden activation then costs one elementwise pass (``sigmoid``, whose fused backward and
+    double backward autograd knows) instead of four (scale, sigmoid, scale, shift), in the
+    forward pass, the gradients and the Fisher-vector products alike. The module holds the
+    usual ``nn.Linear`` parameters under the usual names (``0.weight``, ``2.bias``, ...), so
+    checkpoints, ``torch.func.functional_call`` and vmap over stacked parameters are unchanged;
+    the function computed is the same up to float rounding (tested against ``torch.tanh``).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        linears = [m for m in self if isinstance(m, nn.Linear)]
+        last = len(linears) - 1
+        h = x
+        for i, layer in enumerate(linears):
+            weight, bias = layer.weight, layer.bias
+            if i > 0:  # the input is 2 s - 1 with s the previous sigmoid's output
+                bias = bias - weight.sum(-1)
+                weight = weight * 2.0
+            if i < last:  # tanh(z) = 2 sigmoid(2 z) - 1: keep s = sigmoid(2 z)
+                h = torch.sigmoid(nn.functional.linear(h, weight * 2.0, bias * 2.0))
+            else:
+                h = nn.functional.linear(h, weight, bias)
+        return h
+
+
 def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
-    """Linear layers of ``sizes`` with ``activation`` between them (none after the last)."""
+    """Linear layers of ``sizes`` with ``activation`` between them (none after the last).
+
+    tanh networks are :class:`TanhMLP` (same parameters, a faster forward pass).
+    """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r} is not one of {sorted(ACTIVATIONS)}")
     layers: list[nn.Module] = []
@@ -70,4 +103,4 @@ def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
-    return nn.Sequential(*layers)
+    return TanhMLP(*layers) if activation == "tanh" else nn.Sequential(*layers)

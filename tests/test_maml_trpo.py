@@ -338,7 +338,9 @@ def test_task_chunks_give_the_same_objective_gradient_fisher_and_step(inner_step
         metrics = algo.step(train, valid)
         results.append((loss.detach(), grad, fvp, flatten(params_of(policy)).detach(), metrics["accepted"]))
     assert float(results[0][2].norm()) > 0 and results[0][4] == 1.0
-    for a, b in zip(*results, strict=True):  # float64 rounding differs with the summation order
-        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    # float64 rounding differs with the summation order (and CG and the step amplify it);
+    # a wrong chunk weighting would be off by O(1)
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="task_chunk=-1"):
         MAMLTRPO(make_policy(), task_chunk=-1)

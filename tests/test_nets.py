@@ -41,3 +41,32 @@ def test_log_prob_from_noise_equals_distribution_log_prob():
     eps = torch.randn(5, 7, 2)
     a = actions_from_noise(dist, eps)
     torch.testing.assert_close(log_prob_from_noise(dist, a, eps), dist.log_prob(a), rtol=1e-5, atol=1e-5)
+
+
+def test_tanh_mlp_equals_the_plain_tanh_network_to_second_order():
+    """The folded-sigmoid forward computes the same function as Linear/torch.tanh layers: values,
+    gradients and Hessian-vector products in the parameters, also under vmap over stacked params."""
+    from metarl.maml import functional_forward
+    from metarl.nets import TanhMLP, mlp
+
+    torch.manual_seed(0)
+    net = mlp([3, 5, 4, 2], "tanh").double()
+    assert isinstance(net, TanhMLP)
+    plain = torch.nn.Sequential(*[m if isinstance(m, torch.nn.Linear) else torch.nn.Tanh() for m in net])
+    x = torch.randn(7, 3, dtype=torch.float64)
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    vec = {k: torch.randn_like(v) for k, v in params.items()}
+
+    def hvp(module):
+        def loss(p):
+            return functional_forward(module, p, x).pow(3).sum()
+
+        value, grads = torch.func.grad_and_value(loss)(params)
+        return value, grads, torch.func.jvp(torch.func.grad(loss), (params,), (vec,))[1]
+
+    ours, ref = hvp(net), hvp(plain)
+    torch.testing.assert_close(ours, ref)
+    stacked = {k: torch.stack([v, v + 0.1]) for k, v in params.items()}
+    out = torch.func.vmap(lambda p: functional_forward(net, p, x))(stacked)
+    ref_out = torch.func.vmap(lambda p: functional_forward(plain, p, x))(stacked)
+    torch.testing.assert_close(out, ref_out)

@@ -51,11 +51,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from metarl.config import parse_overrides
     from metarl.evaluate import evaluate, format_table, plot, write_json
 
     result = evaluate(
         args.run, n_tasks=args.tasks, steps=args.steps, shots=args.shots, seed=args.seed,
         baselines=_baselines(args.baseline), pretrain_iterations=args.pretrain_iterations,
+        overrides=parse_overrides(args.set),
     )
     print(format_table(result))
     out = args.out
@@ -122,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pretrain-iterations", type=int, default=10_000,
                    help="sinusoid: train the pretrained baseline in-process for N iterations when "
                         "--baseline pretrained=... is not given (0: skip)")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an evaluation-time config key, e.g. test_lr_decay=0.5 (the paper's test-time lr "
+                        "halving) or dataset.root=PATH")
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="throughput benchmarks against the measured limit or a peer")

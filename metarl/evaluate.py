@@ -12,11 +12,19 @@ Output schema (DESIGN.md)::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from metarl.checkpoint import atomic_write_bytes, load_checkpoint
 from metarl.config import ConfigError, config_from_dict
+
+#: Config keys ``metarl evaluate --set`` may change: how to adapt at test time and where to run or
+#: find data, never what was trained.
+EVAL_KEYS = frozenset({
+    "test_lr_decay", "sampler.backend", "sampler.num_workers", "sampler.address",
+    "dataset.root", "dataset.cache_dir", "dataset.download",
+})
 
 
 def evaluate(
@@ -28,10 +36,20 @@ def evaluate(
     seed: int = 1,
     baselines: dict[str, str] | None = None,
     pretrain_iterations: int = 10_000,
+    overrides: Sequence[tuple[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Evaluate a run directory or checkpoint; returns the result dict (see module docstring)."""
+    """Evaluate a run directory or checkpoint; returns the result dict (see module docstring).
+
+    ``overrides`` change evaluation-time keys of the run's config only (:data:`EVAL_KEYS`, e.g.
+    ``("test_lr_decay", 0.5)`` for the paper's test-time lr halving, or where the data lives);
+    the result records them under ``"overrides"``.
+    """
     state = load_checkpoint(checkpoint)
-    cfg = config_from_dict(state["config"])
+    for key, _ in overrides:
+        if key not in EVAL_KEYS:
+            raise ConfigError(f"--set {key}: evaluation may change only {sorted(EVAL_KEYS)}; the rest of the "
+                              "config is the trained run's")
+    cfg = config_from_dict(state["config"], overrides)
     n_tasks = n_tasks if n_tasks is not None else cfg.eval.test_tasks
     steps = steps if steps is not None else cfg.inner.test_steps
     if n_tasks <= 0 or steps < 0:
@@ -56,6 +74,7 @@ def evaluate(
         "benchmark": cfg.name,
         "metric": body.pop("metric"),
         "n_tasks": n_tasks,
+        **({"overrides": dict(overrides)} if overrides else {}),
         "by_step": body.pop("by_step"),
         "baselines": body.pop("baselines"),
         "iteration": int(state["iteration"]),

@@ -144,3 +144,19 @@ def test_evaluation_tasks_are_not_the_training_tasks_of_the_same_seed():
     held_out = evaluation_tasks(env, 40, 1)
     assert not set(map(lambda t: tuple(t["goal"]), train)) & set(map(lambda t: tuple(t["goal"]), held_out))
     assert evaluation_tasks(env, 40, 1) == held_out  # and they are fixed by the seed
+
+
+def test_evaluate_set_changes_test_time_keys_only(tmp_path, capsys):
+    """`metarl evaluate --set test_lr_decay=0.5` halves the lr after the first step (steps 0-1 are
+    unchanged, step 2 differs) and is recorded; training-time keys are refused."""
+    run = train(tiny_cfg("metarl/Navigation2D-v0", "lr"), logdir=tmp_path / "run", quiet=True)
+    outs = []
+    for extra in ([], ["--set", "test_lr_decay=0.5"]):
+        out = tmp_path / f"eval{len(outs)}.json"
+        assert main(["evaluate", str(run), "--tasks", "3", "--steps", "2", "--out", str(out), *extra]) == 0
+        outs.append(json.loads(out.read_text()))
+    plain, halved = ([s["mean"] for s in o["by_step"]] for o in outs)
+    assert plain[:2] == halved[:2] and plain[2] != halved[2]
+    assert outs[1]["overrides"] == {"test_lr_decay": 0.5} and "overrides" not in outs[0]
+    assert main(["evaluate", str(run), "--tasks", "3", "--set", "policy.hidden=[4]"]) == 2
+    assert "evaluation may change only" in capsys.readouterr().err

@@ -11,7 +11,13 @@ from metarl.maml import Params, adapt, detach_params, params_of
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import kl_divergence, reinforce_loss, surrogate_loss
 from metarl.rl.maml_trpo import MAMLTRPO
-from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, policy_distribution, sample_actions
+from metarl.rl.policies import (
+    CategoricalMLPPolicy,
+    GaussianMLPPolicy,
+    attach_inner_lr,
+    policy_distribution,
+    sample_actions,
+)
 from metarl.trpo import fisher_vector_product, flatten, trust_region_step, unflatten
 
 torch.set_num_threads(1)
@@ -38,9 +44,15 @@ def rollouts(policy, params: Params, per_task: bool, g: torch.Generator) -> Epis
     return Episodes(obs, actions, rewards, masks, log_probs)
 
 
-def problem(seed: int, inner_steps: int, per_step_batches: bool, **kwargs):
-    """An algorithm, its policy, train episodes (one batch or one per inner step), valid episodes."""
+def problem(seed: int, inner_steps: int, per_step_batches: bool, meta_sgd: bool = False, **kwargs):
+    """An algorithm, its policy, train episodes (one batch or one per inner step), valid episodes.
+    ``meta_sgd``: the policy carries learned per-parameter inner lrs, drawn around 0.5."""
     policy = make_policy()
+    if meta_sgd:
+        attach_inner_lr(policy, 0.5)
+        with torch.no_grad():
+            for lr in policy.inner_lr.values():
+                lr.add_(0.2 * torch.rand(lr.shape, generator=torch.Generator().manual_seed(seed), dtype=lr.dtype))
     algo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=inner_steps, **kwargs)
     g = torch.Generator().manual_seed(seed)
     theta = detach_params(params_of(policy))
@@ -62,10 +74,14 @@ def meta_loss(algo: MAMLTRPO, train, valid: Episodes, params: Params) -> torch.T
 
 
 @pytest.mark.parametrize(
-    "inner_steps,per_step_batches", [(1, False), (2, False), (2, True)], ids=["1step", "2steps", "2batches"]
+    "inner_steps,per_step_batches,meta_sgd",
+    [(1, False, False), (2, False, False), (2, True, False), (1, False, True), (2, True, True)],
+    ids=["1step", "2steps", "2batches", "meta-sgd-1step", "meta-sgd-2batches"],
 )
-def test_meta_gradient_matches_finite_differences(inner_steps: int, per_step_batches: bool) -> None:
-    algo, policy, train, valid = problem(0, inner_steps, per_step_batches)
+def test_meta_gradient_matches_finite_differences(inner_steps: int, per_step_batches: bool, meta_sgd: bool) -> None:
+    """d(post-update surrogate)/d(theta) through the inner loop, and with Meta-SGD also
+    d/d(learned inner lrs), against central differences in float64."""
+    algo, policy, train, valid = problem(0, inner_steps, per_step_batches, meta_sgd=meta_sgd)
     theta = detach_params(params_of(policy))
     leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
     grad = flatten(torch.autograd.grad(meta_loss(algo, train, valid, leaves), list(leaves.values())))
@@ -80,6 +96,10 @@ def test_meta_gradient_matches_finite_differences(inner_steps: int, per_step_bat
             minus = meta_loss(algo, train, valid, unflatten(x0 - e, theta))
             fd[i] = (plus - minus) / (2 * h)
     torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-8)
+    if meta_sgd:  # the learned lrs get a meta-gradient
+        lr_grad = flatten({k: g for k, g in unflatten(grad, theta).items() if k.startswith("inner_lr.")})
+        assert lr_grad.numel() == flatten(dict(policy.inner_lr)).numel() and float(lr_grad.norm()) > 0
+        return
     # the inner loop matters: the second-order meta-gradient differs from the first-order one
     algo_fo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=inner_steps, first_order=True)
     leaves_fo = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
@@ -344,3 +364,16 @@ def test_task_chunks_give_the_same_objective_gradient_fisher_and_step(inner_step
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="task_chunk=-1"):
         MAMLTRPO(make_policy(), task_chunk=-1)
+
+
+def test_meta_sgd_with_uniform_rates_equals_the_fixed_lr_and_its_step_updates_them() -> None:
+    algo, policy, train, valid = problem(6, 2, True)
+    fixed = algo.adapt(train)
+    attach_inner_lr(policy, algo.inner_lr)
+    learned = algo.adapt(train)
+    assert set(learned) == set(fixed)  # the policy's parameters only
+    for k in fixed:
+        torch.testing.assert_close(learned[k], fixed[k], rtol=1e-12, atol=1e-12)
+    before = flatten(dict(policy.inner_lr)).detach().clone()
+    assert algo.step(train, valid)["accepted"] == 1.0
+    assert float((flatten(dict(policy.inner_lr)).detach() - before).abs().max()) > 0

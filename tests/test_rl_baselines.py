@@ -160,3 +160,16 @@ def test_evaluate_set_changes_test_time_keys_only(tmp_path, capsys):
     assert outs[1]["overrides"] == {"test_lr_decay": 0.5} and "overrides" not in outs[0]
     assert main(["evaluate", str(run), "--tasks", "3", "--set", "policy.hidden=[4]"]) == 2
     assert "evaluation may change only" in capsys.readouterr().err
+
+
+def test_meta_sgd_run_trains_saves_and_evaluates_its_learned_rates(tmp_path):
+    cfg = tiny_cfg("metarl/Navigation2D-v0", "msgd", inner={"lr": 0.1, "steps": 1, "test_steps": 1, "learn_lr": True})
+    run = train(cfg, logdir=tmp_path / "run", quiet=True)
+    model = load_checkpoint(run)["learner"]["model"]
+    rates = {k: v for k, v in model.items() if k.startswith("inner_lr.")}
+    assert len(rates) == len(model) - len(rates) > 0
+    assert any(float((v - 0.1).abs().max()) > 0 for v in rates.values())  # meta-learned
+    assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--out", str(tmp_path / "e.json")]) == 0
+    pretrain = tiny_cfg("metarl/Navigation2D-v0", "p", algorithm="pretrain",
+                        inner={"lr": 0.1, "steps": 1, "test_steps": 1, "learn_lr": True})
+    assert not any(k.startswith("inner_lr") for k in build.policy_module(pretrain).state_dict())

@@ -25,7 +25,7 @@ from metarl.config import RLConfig
 from metarl.maml import Params, detach_params, params_of
 from metarl.rl.episodes import Episodes
 from metarl.rl.maml_trpo import MAMLTRPO
-from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, attach_inner_lr
 from metarl.rl.sampler import make_sampler
 from metarl.seeding import eval_seed, validation_seed
 
@@ -57,6 +57,8 @@ def policy_module(cfg: RLConfig, env: gym.Env | None = None) -> nn.Module:
         policy = GaussianMLPPolicy(obs_dim, act_dim, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std)
     if cfg.policy.init == "xavier":
         xavier_init(policy)
+    if cfg.inner.learn_lr and cfg.algorithm == "maml":
+        attach_inner_lr(policy, cfg.inner.lr)
     return policy
 
 

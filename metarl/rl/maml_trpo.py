@@ -33,11 +33,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from metarl.maml import Params, adapt, adapt_batched, detach_params, params_of
+from metarl.maml import LearningRate, Params, adapt, adapt_batched, detach_params, params_of
 from metarl.rl.advantages import gae, normalize_advantages
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import action_log_probs, entropy, old_distribution, reinforce_loss, surrogate_and_kl
+from metarl.rl.policies import LR_PREFIX, lr_key
 from metarl.trpo import Objective, trust_region_step
 
 TrainEpisodes = Episodes | Sequence[Episodes]
@@ -166,13 +167,26 @@ class MAMLTRPO:
                 raise ValueError("MAMLTRPO: all train batches must hold the same number of tasks")
         return _InnerData(tuple((_as_tuple(e), self.advantages(e)) for e in batches), steps_per_batch)
 
+    def _split_lr(self, params: Mapping[str, torch.Tensor]) -> tuple[Params, LearningRate]:
+        """The policy's parameters and the inner step size: ``inner_lr``, or the learned
+        per-parameter rates (Meta-SGD) when ``params`` hold ``inner_lr.*`` entries."""
+        if not any(k.startswith(LR_PREFIX) for k in params):
+            return dict(params), self.inner_lr
+        policy_params = {k: v for k, v in params.items() if not k.startswith(LR_PREFIX)}
+        return policy_params, {k: params[LR_PREFIX + lr_key(k)] for k in policy_params}
+
     def _adapt(self, data: _InnerData, params: Mapping[str, torch.Tensor], lr_decay: float = 1.0) -> Params:
+        params, lr = self._split_lr(params)
+
+        def scaled(factor: float) -> LearningRate:
+            return {k: v * factor for k, v in lr.items()} if isinstance(lr, Mapping) else lr * factor
+
         if len(data.batches) == 1:
             return adapt_batched(
                 self._inner_loss,
                 params,
                 data.batches[0],
-                lr=self.inner_lr,
+                lr=lr,
                 steps=data.steps_per_batch,
                 first_order=self.first_order,
             )
@@ -184,7 +198,7 @@ class MAMLTRPO:
                     self._inner_loss,
                     fast,
                     batch,
-                    lr=self.inner_lr * lr_decay**j,
+                    lr=scaled(lr_decay**j),
                     steps=data.steps_per_batch,
                     first_order=self.first_order,
                 )
@@ -208,6 +222,9 @@ class MAMLTRPO:
         and evaluation); given params with ``requires_grad`` stay differentiable.
         ``lr_decay`` multiplies the step size after each batch of a sequence (0.5: the
         test-time halving of Finn et al.'s RL evaluation); training uses 1.0.
+        When ``params`` (or the policy) hold learned rates ``inner_lr.*``
+        (:func:`~metarl.rl.policies.attach_inner_lr`), those are the step sizes; the result
+        holds the policy's parameters only.
         """
         data = self._inner_data(train_episodes)
         if params is None:

@@ -69,6 +69,30 @@ class CategoricalMLPPolicy(nn.Module):
         return Categorical(logits=self.logits(obs), validate_args=False)
 
 
+#: Name prefix of learned inner learning rates held by a policy (Meta-SGD, :func:`attach_inner_lr`).
+LR_PREFIX = "inner_lr."
+
+
+def lr_key(name: str) -> str:
+    """The ``inner_lr`` entry of parameter ``name`` (``ParameterDict`` keys cannot hold dots)."""
+    return name.replace(".", "__")
+
+
+def attach_inner_lr(policy: nn.Module, init: float) -> nn.Module:
+    """Give ``policy`` a learnable per-parameter inner learning rate (Meta-SGD, Li et al. 2017,
+    arXiv 1707.09835), each entry shaped as its parameter and starting at ``init``.
+
+    They live in ``policy.inner_lr`` so that checkpoints, ``metarl evaluate`` and
+    ``metarl.load(...).adapt`` carry them with the policy; the forward pass ignores them, and
+    :class:`~metarl.rl.maml_trpo.MAMLTRPO` uses them as the inner step sizes and meta-learns
+    them with the policy (in the TRPO step and its trust region). Returns ``policy``.
+    """
+    names = [(n, p) for n, p in policy.named_parameters()]
+    policy.inner_lr = nn.ParameterDict({lr_key(n): nn.Parameter(torch.full_like(p.detach(), float(init)))
+                                        for n, p in names})
+    return policy
+
+
 def distribution_params(dist: Distribution) -> tuple[str, tuple[torch.Tensor, ...]]:
     """``(kind, tensors)``: the family (``"normal"``/``"categorical"``) and the tensors that define ``dist``."""
     if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):

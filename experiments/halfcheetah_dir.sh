@@ -11,26 +11,7 @@
 set -euo pipefail
 out=runs/halfcheetah_dir-paper
 seed=1
-if [ $# -gt 0 ] && [[ $1 != -* ]]; then out=$1; shift; fi
-if [ $# -gt 0 ] && [[ $1 != -* ]]; then seed=$1; shift; fi
-extra=("$@")
-# held-out tasks: another stream than the training tasks (which are drawn with SEED)
-eval_seed=$((seed + 1000))
-configs=experiments/configs
-mkdir -p "$out"
-finished() { # RUN_DIR: its last logged iteration is its config's num_iterations
-  local want
-  want=$(awk '$1 == "num_iterations:" {print $2}' "$1/config.yaml")
-  [ -n "$want" ] && [ -f "$1/metrics.csv" ] && tail -n 1 "$1/metrics.csv" | grep -q "^$want,"
-}
-train() { # NAME CONFIG
-  local dir=$out/$1
-  if [ ! -f "$dir/checkpoints/last.pt" ]; then
-    metarl train "$2" --seed "$seed" --logdir "$dir" ${extra[@]+"${extra[@]}"}
-  elif ! finished "$dir"; then
-    metarl train --resume "$dir"
-  fi
-}
+source "$(dirname "$0")/rl_common.sh"
 train maml "$configs/halfcheetah_dir.yaml"
 train pretrain "$configs/halfcheetah_dir_pretrain.yaml"
 metarl evaluate "$out/maml" --tasks 40 --steps 3 --seed "$eval_seed" \

@@ -12,26 +12,7 @@
 set -euo pipefail
 out=runs/navigation2d-paper
 seed=1
-if [ $# -gt 0 ] && [[ $1 != -* ]]; then out=$1; shift; fi
-if [ $# -gt 0 ] && [[ $1 != -* ]]; then seed=$1; shift; fi
-extra=("$@")
-# held-out goals: another stream than the training goals (which are drawn with SEED)
-eval_seed=$((seed + 1000))
-configs=experiments/configs
-mkdir -p "$out"
-finished() { # RUN_DIR: its last logged iteration is its config's num_iterations
-  local want
-  want=$(awk '$1 == "num_iterations:" {print $2}' "$1/config.yaml")
-  [ -n "$want" ] && [ -f "$1/metrics.csv" ] && tail -n 1 "$1/metrics.csv" | grep -q "^$want,"
-}
-train() { # NAME CONFIG
-  local dir=$out/$1
-  if [ ! -f "$dir/checkpoints/last.pt" ]; then
-    metarl train "$2" --seed "$seed" --logdir "$dir" ${extra[@]+"${extra[@]}"}
-  elif ! finished "$dir"; then
-    metarl train --resume "$dir"
-  fi
-}
+source "$(dirname "$0")/rl_common.sh"
 train maml "$configs/navigation2d.yaml"
 train pretrain "$configs/navigation2d_pretrain.yaml"
 train oracle "$configs/navigation2d_oracle.yaml"

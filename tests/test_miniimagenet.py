@@ -13,10 +13,11 @@ from PIL import Image
 
 from metarl.fewshot import miniimagenet as mi
 from metarl.fewshot.download import DatasetError, DatasetNotFoundError
+from tests import SHARED_DATA
 
 torch.set_num_threads(1)
 
-SPLIT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "miniimagenet_splits"
+SPLIT_CSV = SHARED_DATA / "miniimagenet_splits"
 CLASSES = {"train": ["n03", "n01", "n02", "n04", "n05", "n06"], "val": ["n10", "n11", "n12"],
            "test": ["n20", "n21", "n22", "n23", "n24"]}
 PER_CLASS = 20

@@ -26,10 +26,11 @@ from PIL import Image
 from metarl.fewshot import download as dl
 from metarl.fewshot import omniglot as og
 from metarl.fewshot.episodes import FewShotTasks, rotate_classes
+from tests import SHARED_DATA
 
 torch.set_num_threads(1)
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 OMNIGLOT = DATA / "omniglot"
 SMALL = "images_background_small1"
 needs_data = pytest.mark.skipif(not OMNIGLOT.is_dir(), reason=f"shared data folder {OMNIGLOT} is absent")

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from metarl.config import config_from_dict
 from metarl.evaluate import evaluate
 from metarl.train import train
+from tests import SHARED_DATA
 
 torch.set_num_threads(1)
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 
 
 @pytest.mark.skipif(not (DATA / "omniglot" / "images_background.zip").is_file(),

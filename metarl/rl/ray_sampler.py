@@ -46,7 +46,7 @@ from torch import nn
 import envs
 from envs.vector import VecTaskEnv, default_num_workers, make_vec
 from metarl.rl.episodes import Episodes
-from metarl.rl.sampler import SeedStreams, Task, check_params, collect, policy_act
+from metarl.rl.sampler import SeedStreams, Task, TaskSource, check_params, collect, policy_act
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def _check_reachable(address: str, timeout: float) -> None:
         raise RuntimeError(f"Ray sampler: cannot reach the Ray cluster at {address!r}: {e}") from e
 
 
-class RaySampler:
+class RaySampler(TaskSource):
     """Samples like :class:`~metarl.rl.sampler.MultiTaskSampler`, with the tasks of each call
     split across ``num_workers`` Ray actors (see the module doc).
 
@@ -229,12 +229,6 @@ class RaySampler:
         self.workers[i] = self._spawn()
 
     # ------------------------------------------------------------------ sampler interface
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
-        """``n`` tasks from the env's task distribution (its ``sample_tasks``), drawn with ``rng``."""
-        if self._task_env is None:
-            self._task_env = gymnasium.make(self.env_id, **self.env_kwargs).unwrapped
-        return self._task_env.sample_tasks(n, rng)
-
     def sample(
         self,
         policy: nn.Module,

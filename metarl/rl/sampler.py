@@ -221,7 +221,22 @@ def log_prob_from_noise(dist: Distribution, action: torch.Tensor, noise: torch.T
     return dist.log_prob(action)
 
 
-class MultiTaskSampler:
+class TaskSource:
+    """``sample_tasks`` for a sampler with ``env_id`` and ``env_kwargs``: one unwrapped env, made on
+    first use, draws the tasks (shared by the local and the Ray sampler)."""
+
+    env_id: str
+    env_kwargs: dict[str, Any]
+    _task_env: Any = None
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
+        """``n`` tasks from the env's task distribution (its ``sample_tasks``), drawn with ``rng``."""
+        if self._task_env is None:
+            self._task_env = gymnasium.make(self.env_id, **self.env_kwargs).unwrapped
+        return self._task_env.sample_tasks(n, rng)
+
+
+class MultiTaskSampler(TaskSource):
     """Samples ``episodes_per_task`` episodes for each of a list of tasks (see the module doc).
 
     Usage::
@@ -268,12 +283,6 @@ class MultiTaskSampler:
             self.close()
             self._vec = make_vec(self.env_id, nb, num_workers=self.num_workers, env_kwargs=self.env_kwargs)
         return self._vec
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[Task]:
-        """``n`` tasks from the env's task distribution (its ``sample_tasks``), drawn with ``rng``."""
-        if self._task_env is None:
-            self._task_env = gymnasium.make(self.env_id, **self.env_kwargs).unwrapped
-        return self._task_env.sample_tasks(n, rng)
 
     def sample(
         self,

@@ -207,6 +207,10 @@ class TRPOConfig:
     ls_ratio: float = _f(0.8, "backtracking ratio", lambda v: 0 < v < 1, "a number in (0, 1)")
     ls_max_steps: int = positive(15, "backtracking steps")
     fisher_tasks: int = nonneg(0, "Fisher-vector products on this many random tasks (0: all, exact)")
+    fisher: str = choice("meta", "meta: the Fisher of the KL through the inner adaptation (exact, the paper's); "
+                         "post: the post-update policies' own Fisher (d theta'/d theta taken as I: far "
+                         "cheaper products, approximate; the line search still checks the exact KL)",
+                         ["meta", "post"])
     task_chunk: int = nonneg(4, "tasks per vmap call in the meta-update (0: all at once, for a GPU; 4 measured "
                              "fastest on a 2-core CPU); the numbers are the same for any value")
 

@@ -377,3 +377,78 @@ def test_meta_sgd_with_uniform_rates_equals_the_fixed_lr_and_its_step_updates_th
     before = flatten(dict(policy.inner_lr)).detach().clone()
     assert algo.step(train, valid)["accepted"] == 1.0
     assert float((flatten(dict(policy.inner_lr)).detach() - before).abs().max()) > 0
+
+
+def _post_fisher_explicit(algo: MAMLTRPO, policy, train, valid: Episodes) -> torch.Tensor:
+    """The mean over tasks of the Hessian of KL(pi_old_i || pi_phi) in phi at phi = theta'_i,
+    formed entry by entry with ``torch.autograd.functional.hessian`` on the flat vector."""
+    theta = detach_params(params_of(policy))
+    old = algo.adapt(train, theta)
+    fields = ("observations", "actions", "rewards", "masks", "log_probs")
+    hessians = []
+    for i in range(valid.masks.shape[0]):
+        one_valid = Episodes(*(getattr(valid, f)[i : i + 1] for f in fields))
+        old_i = {k: v[i : i + 1] for k, v in old.items()}
+        like = {k: v[0] for k, v in old_i.items()}
+
+        def kl_of(flat: torch.Tensor, old_i=old_i, one_valid=one_valid, like=like) -> torch.Tensor:
+            phi = {k: v[None] for k, v in unflatten(flat, like).items()}
+            return kl_divergence(policy, phi, old_i, one_valid, per_task=True)
+
+        hessians.append(torch.autograd.functional.hessian(kl_of, flatten(like)))
+    return torch.stack(hessians).mean(0)
+
+
+@pytest.mark.parametrize("fisher_tasks", [0, 1])
+def test_post_update_fisher_is_the_mean_fisher_of_the_adapted_policies(fisher_tasks: int) -> None:
+    algo, policy, train, valid = problem(8, 1, False, fisher="post", fisher_tasks=fisher_tasks)
+    theta = detach_params(params_of(policy))
+    leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+    kl = algo._fisher_kl(algo._inner_data(train), valid, algo.advantages(valid), algo.adapt(train, theta))
+    got_fvp = fisher_vector_product(kl(leaves), leaves, 0.0)
+    v = torch.randn(flatten(theta).numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    if fisher_tasks == 0:
+        expected = _post_fisher_explicit(algo, policy, train, valid) @ v
+    else:  # the chosen task's Fisher alone (MAMLTRPO seed 0 picks it)
+        chosen = int(torch.randperm(N, generator=torch.Generator().manual_seed(0))[0])
+        fields = ("observations", "actions", "rewards", "masks", "log_probs")
+        one = [Episodes(*(getattr(e, f)[chosen : chosen + 1] for f in fields)) for e in (train, valid)]
+        expected = _post_fisher_explicit(algo, policy, one[0], one[1]) @ v
+    torch.testing.assert_close(got_fvp(v), expected)
+    # it differs from the exact (meta) Fisher J^T F J when the inner step is not zero
+    exact = fisher_vector_product(algo._objective(algo._inner_data(train), valid, algo.advantages(valid),
+                                                  algo.adapt(train, theta))(leaves)[1], leaves, 0.0)(v)
+    if fisher_tasks == 0:
+        assert float((exact - expected).norm()) > 1e-3 * float(expected.norm())
+
+
+def test_post_update_fisher_equals_the_exact_one_when_the_inner_step_is_zero() -> None:
+    """With inner lr 0, theta' = theta and J = I: both Fishers, and so both steps, coincide."""
+    results = []
+    for fisher in ("meta", "post"):
+        policy = make_policy()
+        algo = MAMLTRPO(policy, inner_lr=0.0, inner_steps=1, fisher=fisher)
+        g = torch.Generator().manual_seed(9)
+        train = rollouts(policy, detach_params(params_of(policy)), False, g)
+        valid = rollouts(policy, algo.adapt(train), True, g)
+        m = algo.step(train, valid)
+        assert m["accepted"] == 1.0
+        results.append(flatten(params_of(policy)).detach())
+    torch.testing.assert_close(results[0], results[1], rtol=1e-7, atol=1e-10)
+
+
+def test_post_update_fisher_step_respects_the_exact_trust_region() -> None:
+    algo, policy, train, valid = problem(10, 1, False, fisher="post")
+    theta = {k: v.clone() for k, v in detach_params(params_of(policy)).items()}  # step writes in place
+    m = algo.step(train, valid)
+    assert m["accepted"] == 1.0 and 0 < m["kl"] <= algo.max_kl
+    # the reported KL is the exact one, through the adaptation, at the new parameters
+    new = detach_params(params_of(policy))
+    old = algo.adapt(train, theta)
+    kl = kl_divergence(policy, algo.adapt(train, new), old, valid, per_task=True)
+    torch.testing.assert_close(float(kl), m["kl"])
+    with pytest.raises(ValueError, match="fisher='bogus'"):
+        MAMLTRPO(policy, fisher="bogus")
+    msgd, *_ = problem(10, 1, False, meta_sgd=True, fisher="post")
+    with pytest.raises(ValueError, match="learned inner rates"):
+        msgd.step(train, valid)

@@ -77,6 +77,14 @@ class MAMLTRPO:
             of the meta-batch (0, the default: all, the exact Fisher). A cheaper, approximate
             natural gradient (rllab's ``subsample_factor``); the line search still checks the
             KL bound on all tasks.
+        fisher: ``"meta"`` (default): F is the Hessian of the mean KL through the inner
+            adaptation, J^T F' J with J = d theta'/d theta (Finn et al.'s update, and each
+            product is a double backprop through the second-order adaptation).
+            ``"post"``: J is taken as the identity, so F is the mean Fisher of the
+            post-update policies on their valid states: a product costs one double backprop
+            through the policy alone. Approximate, like ``fisher_tasks``; the gradient is
+            exact and the line search checks the exact KL through the adaptation. Not for
+            learned inner rates (their Fisher would be 0).
         task_chunk: tasks per vmap call in the meta-update's objective (0: all at once).
             The losses, gradients and Fisher-vector products are the same for any value
             (up to float rounding; tested); only speed differs. On the 2-core CPU, chunks of 2-4
@@ -102,6 +110,7 @@ class MAMLTRPO:
         normalize_advantages: bool = True,
         baseline_reg: float = 1e-5,
         fisher_tasks: int = 0,
+        fisher: str = "meta",
         task_chunk: int = 4,
         seed: int = 0,
     ) -> None:
@@ -130,6 +139,9 @@ class MAMLTRPO:
         if fisher_tasks < 0:
             raise ValueError(f"MAMLTRPO: fisher_tasks={fisher_tasks} must be >= 0 (0: all tasks)")
         self.fisher_tasks = int(fisher_tasks)
+        if fisher not in ("meta", "post"):
+            raise ValueError(f"MAMLTRPO: fisher={fisher!r}; expected 'meta' (exact) or 'post' (J = I, approximate)")
+        self.fisher = fisher
         if task_chunk < 0:
             raise ValueError(f"MAMLTRPO: task_chunk={task_chunk} must be >= 0 (0: all tasks at once)")
         self.task_chunk = int(task_chunk)
@@ -279,11 +291,35 @@ class MAMLTRPO:
     ) -> Any:
         """The KL on ``fisher_tasks`` random tasks (for the FVP), or ``None`` for all of them."""
         n = valid_episodes.masks.shape[0]
+        if self.fisher == "post":
+            return self._post_update_kl(data, valid_episodes, valid_advantages, old_params)
         if self.fisher_tasks == 0 or self.fisher_tasks >= n:
             return None
         idx = torch.randperm(n, generator=self.fisher_generator)[: self.fisher_tasks].sort().values
         objective = self._objective(*self._subset(data, valid_episodes, valid_advantages, old_params, idx))
         return lambda params: objective(params)[1]
+
+    def _post_update_kl(
+        self, data: _InnerData, valid_episodes: Episodes, valid_advantages: torch.Tensor, old_params: Params
+    ) -> Any:
+        """``params -> mean KL`` with theta'_i = theta'_i(theta_0) + (params - theta_0): its
+        Hessian at theta_0 is the mean Fisher of the post-update policies (``fisher="post"``)."""
+        n = valid_episodes.masks.shape[0]
+        if any(k.startswith(LR_PREFIX) for k in params_of(self.policy)):
+            raise ValueError("MAMLTRPO: fisher='post' cannot precondition learned inner rates (inner.learn_lr); "
+                             "use fisher='meta'")
+        if 0 < self.fisher_tasks < n:
+            idx = torch.randperm(n, generator=self.fisher_generator)[: self.fisher_tasks].sort().values
+            data, valid_episodes, valid_advantages, old_params = self._subset(
+                data, valid_episodes, valid_advantages, old_params, idx
+            )
+        old_dist = old_distribution(self.policy, old_params, valid_episodes, per_task=True)
+
+        def kl(params: Params) -> torch.Tensor:
+            fast = {k: old_params[k] + (v - v.detach()) for k, v in params.items()}
+            return surrogate_and_kl(self.policy, fast, valid_episodes, valid_advantages, old_dist, per_task=True)[1]
+
+        return kl
 
     def step(self, train_episodes: TrainEpisodes, valid_episodes: Episodes) -> dict[str, float]:
         """One meta-update of the policy; returns metrics.

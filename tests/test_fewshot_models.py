@@ -185,3 +185,33 @@ def test_accuracy_and_loss() -> None:
     x = torch.randn(6, 4)
     yy = torch.tensor([0, 1, 0, 1, 0, 1])
     assert torch.allclose(cross_entropy_loss(model)(params_of(model), (x, yy)), F.cross_entropy(model(x), yy))
+
+
+def test_adaptation_curve_is_the_same_in_any_chunking_and_equals_hand_written_sgd() -> None:
+    """Evaluation curves: chunks of tasks under vmap or one task at a time (the CPU default for
+    images) give the same accuracies, equal to plain SGD steps written out with autograd."""
+    from metarl.fewshot.learner import adaptation_curve
+    from metarl.fewshot.tasks import TaskBatch
+
+    torch.manual_seed(0)
+    model = Conv4(1, 3, filters=8)
+    xs, ys, xq, yq = _tasks(4, (1, 28, 28), ways=3, shots=2, query=3, dtype=torch.float32)
+    batch = TaskBatch(xs, ys, xq, yq)
+    params = dict(model.named_parameters())
+    curves = [adaptation_curve(model, params, batch, loss="ce", lr=0.4, steps=2, chunk=c) for c in (None, 1, 3, 100)]
+    for c in curves[1:]:
+        torch.testing.assert_close(c, curves[0])
+    expected = torch.zeros(3, 4)
+    for i in range(4):
+        p = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        for k in range(3):
+            with torch.no_grad():
+                expected[k, i] = (functional_forward(model, p, xq[i]).argmax(-1) == yq[i]).float().mean()
+            if k < 2:
+                loss = F.cross_entropy(functional_forward(model, p, xs[i]), ys[i])
+                grads = torch.autograd.grad(loss, list(p.values()))
+                p = {n: (v - 0.4 * g).detach().requires_grad_(True) for (n, v), g in zip(p.items(), grads, strict=True)}
+    torch.testing.assert_close(curves[0], expected)
+    assert float((curves[0][2] - curves[0][0]).abs().sum()) > 0  # adaptation changed some prediction
+    with pytest.raises(ValueError, match="chunk=0"):
+        adaptation_curve(model, params, batch, loss="ce", lr=0.4, steps=1, chunk=0)

@@ -61,13 +61,20 @@ def adaptation_curve(
     loss: str,
     lr: LearningRate,
     steps: int,
-    chunk: int = 100,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """Query metric of each task after 0..``steps`` inner steps on its support set: ``[steps+1, N]``.
 
     Adaptation is :func:`adapt` with ``steps=1`` applied repeatedly (identical to one call
-    with ``steps=k``), batched over tasks; nothing is differentiated through the result.
+    with ``steps=k``), batched over tasks (``vmap`` over ``chunk`` tasks at a time); nothing
+    is differentiated through the result. ``chunk=None`` picks 1 for images on the CPU
+    (conv nets under ``vmap`` measured 3x slower there: 20-way Omniglot, 20 tasks, 5 steps,
+    18.6 s in one chunk against 5.9 s one by one) and 100 otherwise.
     """
+    if chunk is None:
+        chunk = 1 if batch.x_support.dim() >= 5 and batch.x_support.device.type == "cpu" else 100
+    if chunk < 1:
+        raise ValueError(f"adaptation_curve: chunk={chunk} must be >= 1")
     loss_fn, metric_fn = make_loss(module, loss), make_metric(module, loss)
     theta = detach_params(params)
     lr_ = detach_params(lr) if isinstance(lr, Mapping) else lr

@@ -452,3 +452,27 @@ def test_post_update_fisher_step_respects_the_exact_trust_region() -> None:
     msgd, *_ = problem(10, 1, False, meta_sgd=True, fisher="post")
     with pytest.raises(ValueError, match="learned inner rates"):
         msgd.step(train, valid)
+
+
+@pytest.mark.parametrize("inner_steps,per_step_batches", [(1, False), (2, True)], ids=["1step", "2batches"])
+def test_meta_fisher_vector_product_matches_finite_differences_of_the_kl_gradient(
+    inner_steps: int, per_step_batches: bool
+) -> None:
+    """The exact FVP differentiates the KL through the second-order adaptation twice (third
+    derivatives of the activations); central differences of its gradient need only first ones."""
+    algo, policy, train, valid = problem(11, inner_steps, per_step_batches)
+    theta = detach_params(params_of(policy))
+    objective = algo._objective(algo._inner_data(train), valid, algo.advantages(valid), algo.adapt(train, theta))
+
+    def kl_grad(flat: torch.Tensor) -> torch.Tensor:
+        leaves = {k: v.clone().requires_grad_(True) for k, v in unflatten(flat, theta).items()}
+        return flatten(torch.autograd.grad(objective(leaves)[1], list(leaves.values())))
+
+    leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+    x0 = flatten(theta)
+    v = torch.randn(x0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    got = fisher_vector_product(objective(leaves)[1], leaves, 0.0)(v)
+    eps = 1e-5
+    fd = (kl_grad(x0 + eps * v) - kl_grad(x0 - eps * v)) / (2 * eps)
+    assert float(got.norm()) > 1e-6
+    torch.testing.assert_close(got, fd, rtol=1e-5, atol=1e-8)

@@ -173,3 +173,21 @@ def test_meta_sgd_run_trains_saves_and_evaluates_its_learned_rates(tmp_path):
     pretrain = tiny_cfg("metarl/Navigation2D-v0", "p", algorithm="pretrain",
                         inner={"lr": 0.1, "steps": 1, "test_steps": 1, "learn_lr": True})
     assert not any(k.startswith("inner_lr") for k in build.policy_module(pretrain).state_dict())
+
+
+def test_pretrain_runs_keep_the_best_return_before_adaptation(tmp_path, monkeypatch):
+    """best.pt of a pretrain run (pretrained / oracle baselines) follows ``val/return_pre``; of a
+    MAML run, ``val/return_post``. Validation values are scripted so the two keys disagree."""
+    import torch
+
+    script = iter([{"val/return_pre": -5.0, "val/return_post": -50.0},
+                   {"val/return_pre": -9.0, "val/return_post": -10.0},
+                   {"val/return_pre": -5.0, "val/return_post": -50.0},
+                   {"val/return_pre": -9.0, "val/return_post": -10.0}])
+    monkeypatch.setattr(build.MAMLTRPOLearner, "validate", lambda self: next(script))
+    best_iterations = {}
+    for algorithm in ("pretrain", "maml"):
+        run = train(tiny_cfg("metarl/Navigation2D-v0", algorithm, algorithm=algorithm), logdir=tmp_path / algorithm,
+                    quiet=True)
+        best_iterations[algorithm] = torch.load(run / "checkpoints" / "best.pt", weights_only=False)["iteration"]
+    assert best_iterations == {"pretrain": 1, "maml": 2}

@@ -13,7 +13,7 @@ from PIL import Image
 
 from metarl.fewshot import miniimagenet as mi
 from metarl.fewshot.download import DatasetError, DatasetNotFoundError
-from tests import SHARED_DATA
+from tests import SHARED_DATA, needs_shared
 
 torch.set_num_threads(1)
 
@@ -136,7 +136,7 @@ def test_unequal_classes_and_bad_csv_are_errors(tmp_path: Path) -> None:
         mi.load_split("train", tmp_path)
 
 
-@pytest.mark.skipif(not SPLIT_CSV.is_dir(), reason=f"shared data folder {SPLIT_CSV} is absent")
+@needs_shared(SPLIT_CSV)
 def test_the_real_split_files_parse() -> None:
     counts = {s: mi.read_split_csv(SPLIT_CSV / f"{s}.csv") for s in mi.SPLITS}
     assert [len(c) for c in counts.values()] == [64, 16, 20]

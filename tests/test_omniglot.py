@@ -26,14 +26,14 @@ from PIL import Image
 from metarl.fewshot import download as dl
 from metarl.fewshot import omniglot as og
 from metarl.fewshot.episodes import FewShotTasks, rotate_classes
-from tests import SHARED_DATA
+from tests import SHARED_DATA, needs_shared, require_shared
 
 torch.set_num_threads(1)
 
 DATA = SHARED_DATA
 OMNIGLOT = DATA / "omniglot"
 SMALL = "images_background_small1"
-needs_data = pytest.mark.skipif(not OMNIGLOT.is_dir(), reason=f"shared data folder {OMNIGLOT} is absent")
+needs_data = needs_shared(OMNIGLOT)
 
 
 def _link_root(tmp_path: Path, *names: str) -> Path:
@@ -58,8 +58,7 @@ def _characters_in_zip(path: Path, name: str) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, og.OmniglotSet]:
-    if not OMNIGLOT.is_dir():
-        pytest.skip(f"shared data folder {OMNIGLOT} is absent")
+    require_shared(OMNIGLOT / f"{SMALL}.zip")
     root = _link_root(tmp_path_factory.mktemp("small"), SMALL)
     return root, og.load_set(SMALL, root)
 

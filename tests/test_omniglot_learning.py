@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from metarl.config import config_from_dict
 from metarl.evaluate import evaluate
 from metarl.train import train
-from tests import SHARED_DATA
+from tests import SHARED_DATA, needs_shared
 
 torch.set_num_threads(1)
 DATA = SHARED_DATA
 
 
-@pytest.mark.skipif(not (DATA / "omniglot" / "images_background.zip").is_file(),
-                    reason=f"Omniglot zips not found under {DATA}")
+@needs_shared(DATA / "omniglot" / "images_background.zip")
 def test_omniglot_5way_1shot_adapts_on_held_out_characters(tmp_path):
     cfg = config_from_dict({
         "benchmark": "classification", "name": "og-test", "seed": 0, "num_iterations": 60,

@@ -141,6 +141,9 @@ class MAMLTRPO:
         self.fisher_tasks = int(fisher_tasks)
         if fisher not in ("meta", "post"):
             raise ValueError(f"MAMLTRPO: fisher={fisher!r}; expected 'meta' (exact) or 'post' (J = I, approximate)")
+        if fisher == "post" and any(k.startswith(LR_PREFIX) for k in params_of(policy)):
+            raise ValueError("MAMLTRPO: fisher='post' cannot precondition learned inner rates (inner.learn_lr: "
+                             "their post-update Fisher is 0); use fisher='meta'")
         self.fisher = fisher
         if task_chunk < 0:
             raise ValueError(f"MAMLTRPO: task_chunk={task_chunk} must be >= 0 (0: all tasks at once)")
@@ -289,37 +292,30 @@ class MAMLTRPO:
     def _fisher_kl(
         self, data: _InnerData, valid_episodes: Episodes, valid_advantages: torch.Tensor, old_params: Params
     ) -> Any:
-        """The KL on ``fisher_tasks`` random tasks (for the FVP), or ``None`` for all of them."""
+        """The KL whose Hessian preconditions the step: on ``fisher_tasks`` random tasks (all if 0),
+        through the adaptation (``fisher="meta"``; ``None`` for all tasks: the objective's own
+        KL) or of the post-update policies alone (``fisher="post"``)."""
         n = valid_episodes.masks.shape[0]
-        if self.fisher == "post":
-            return self._post_update_kl(data, valid_episodes, valid_advantages, old_params)
-        if self.fisher_tasks == 0 or self.fisher_tasks >= n:
+        subsample = 0 < self.fisher_tasks < n
+        if not subsample and self.fisher == "meta":
             return None
-        idx = torch.randperm(n, generator=self.fisher_generator)[: self.fisher_tasks].sort().values
-        objective = self._objective(*self._subset(data, valid_episodes, valid_advantages, old_params, idx))
-        return lambda params: objective(params)[1]
-
-    def _post_update_kl(
-        self, data: _InnerData, valid_episodes: Episodes, valid_advantages: torch.Tensor, old_params: Params
-    ) -> Any:
-        """``params -> mean KL`` with theta'_i = theta'_i(theta_0) + (params - theta_0): its
-        Hessian at theta_0 is the mean Fisher of the post-update policies (``fisher="post"``)."""
-        n = valid_episodes.masks.shape[0]
-        if any(k.startswith(LR_PREFIX) for k in params_of(self.policy)):
-            raise ValueError("MAMLTRPO: fisher='post' cannot precondition learned inner rates (inner.learn_lr); "
-                             "use fisher='meta'")
-        if 0 < self.fisher_tasks < n:
+        if subsample:
             idx = torch.randperm(n, generator=self.fisher_generator)[: self.fisher_tasks].sort().values
             data, valid_episodes, valid_advantages, old_params = self._subset(
                 data, valid_episodes, valid_advantages, old_params, idx
             )
+        if self.fisher == "meta":
+            objective = self._objective(data, valid_episodes, valid_advantages, old_params)
+            return lambda params: objective(params)[1]
+        # post: theta'_i = theta'_i(theta_0) + (params - theta_0), so the Hessian at theta_0 is
+        # the mean Fisher of the post-update policies
         old_dist = old_distribution(self.policy, old_params, valid_episodes, per_task=True)
 
-        def kl(params: Params) -> torch.Tensor:
+        def post_update_kl(params: Params) -> torch.Tensor:
             fast = {k: old_params[k] + (v - v.detach()) for k, v in params.items()}
             return surrogate_and_kl(self.policy, fast, valid_episodes, valid_advantages, old_dist, per_task=True)[1]
 
-        return kl
+        return post_update_kl
 
     def step(self, train_episodes: TrainEpisodes, valid_episodes: Episodes) -> dict[str, float]:
         """One meta-update of the policy; returns metrics.

@@ -243,6 +243,10 @@ class RLConfig(CommonConfig):
     gamma: float = unit(0.99, "discount")
     gae_lambda: float = unit(1.0, "GAE lambda (1.0: Monte-Carlo returns minus baseline)")
     normalize_advantages: bool = _f(True, "normalise advantages per task")
+    inner_estimator: str = choice("reinforce", "inner-loss estimator: reinforce (log pi * A, the paper's) or lvc "
+                                  "(pi / pi_sampling * A: the same inner step, and a meta-gradient that keeps the "
+                                  "curvature term of the pre-update sampling distribution; Rothfuss et al. 2019)",
+                                  ["reinforce", "lvc"])
     test_lr_decay: float = positive(1.0, "evaluation: multiply the inner lr by this after each step (0.5 halves)")
     update_threads: int = nonneg(0, "torch threads for the meta-update (0: all cores; sampling is idle then)")
     algorithm: str = choice("maml", "maml, or pretrain (TRPO on mixed tasks, no adaptation)",

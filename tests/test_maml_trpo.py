@@ -475,3 +475,46 @@ def test_meta_fisher_vector_product_matches_finite_differences_of_the_kl_gradien
     fd = (kl_grad(x0 + eps * v) - kl_grad(x0 - eps * v)) / (2 * eps)
     assert float(got.norm()) > 1e-6
     torch.testing.assert_close(got, fd, rtol=1e-5, atol=1e-8)
+
+
+def test_lvc_inner_estimator_takes_the_same_step_and_adds_the_sampling_curvature_to_the_meta_gradient() -> None:
+    """ProMP's LVC inner loss (Rothfuss et al. 2019): at the sampling parameters the adapted params
+    are REINFORCE's; the meta-gradient gains alpha * M g' with M = mean_t A_t grad log pi_t grad
+    log pi_t^T (the inner loss's extra curvature) and g' the post-update gradient, computed here
+    step by step with plain autograd."""
+    alpha = 0.5
+    algo, policy, train, valid = problem(12, 1, False)
+    lvc = MAMLTRPO(policy, inner_lr=alpha, inner_steps=1, inner_estimator="lvc")
+    theta = detach_params(params_of(policy))
+    for k, v in algo.adapt(train, theta).items():  # same inner step
+        torch.testing.assert_close(lvc.adapt(train, theta)[k], v, rtol=1e-12, atol=1e-12)
+
+    grads = []
+    for a in (algo, lvc):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+        grads.append(flatten(torch.autograd.grad(meta_loss(a, train, valid, leaves), list(leaves.values()))))
+    assert float((grads[1] - grads[0]).norm()) > 1e-3 * float(grads[0].norm())
+
+    # independent: alpha * sum_n M_n g'_n / N, M_n from per-step score vectors
+    fast = algo.adapt(train, theta)
+    adv_train, adv_valid = algo.advantages(train), algo.advantages(valid)
+    expected = torch.zeros_like(grads[0])
+    for n in range(N):
+        fast_n = {k: v[n].clone().requires_grad_(True) for k, v in fast.items()}
+        valid_n = Episodes(*(getattr(valid, f)[n : n + 1] for f in ("observations", "actions", "rewards",
+                                                                       "masks", "log_probs")))
+        post = surrogate_loss(policy, {k: v[None] for k, v in fast_n.items()}, valid_n, adv_valid[n : n + 1],
+                              per_task=True)
+        g_post = flatten(torch.autograd.grad(post, list(fast_n.values())))
+        live = torch.nonzero(train.masks[n] > 0)
+        m_g = torch.zeros_like(g_post)
+        for t, b in live.tolist():
+            leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+            logp = policy_distribution(policy, leaves, train.observations[n, t, b], per_task=False).log_prob(
+                train.actions[n, t, b])
+            score = flatten(torch.autograd.grad(logp, list(leaves.values())))
+            m_g += adv_train[n, t, b] * score * torch.dot(score, g_post)
+        expected += alpha * m_g / len(live) / N
+    torch.testing.assert_close(grads[1] - grads[0], expected, rtol=1e-7, atol=1e-10)
+    with pytest.raises(ValueError, match="inner_estimator='dice'"):
+        MAMLTRPO(policy, inner_estimator="dice")

@@ -37,7 +37,14 @@ from metarl.maml import LearningRate, Params, adapt, adapt_batched, detach_param
 from metarl.rl.advantages import gae, normalize_advantages
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
-from metarl.rl.losses import action_log_probs, entropy, old_distribution, reinforce_loss, surrogate_and_kl
+from metarl.rl.losses import (
+    action_log_probs,
+    entropy,
+    old_distribution,
+    reinforce_loss,
+    surrogate_and_kl,
+    surrogate_loss,
+)
 from metarl.rl.policies import LR_PREFIX, lr_key
 from metarl.trpo import Objective, trust_region_step
 
@@ -72,6 +79,14 @@ class MAMLTRPO:
         gamma, gae_lambda: discount and GAE lambda (1.0 = returns minus linear baseline,
             as in the paper's rllab setup).
         normalize_advantages: normalise advantages per task over live steps.
+        inner_estimator: the inner loss. ``"reinforce"`` (default, the paper's):
+            ``-mean log pi(a|s) A``. ``"lvc"``: ``-mean pi(a|s) / pi_s(a|s) A`` with pi_s the
+            sampling policy (the episodes' stored ``log_probs``), the low-variance curvature
+            objective of ProMP (Rothfuss et al. 2019, arXiv 1810.06784). At the sampling
+            parameters both have the same value gradient, so the inner step is the same;
+            their Hessians differ by ``-mean grad log pi grad log pi^T A``, the curvature that
+            the pre-update sampling distribution contributes and that the REINFORCE form
+            drops, so the meta-gradient and the meta-Fisher through the adaptation differ.
         baseline_reg: initial ridge coefficient of the linear baseline fit.
         fisher_tasks: compute the Fisher-vector products on this many randomly chosen tasks
             of the meta-batch (0, the default: all, the exact Fisher). A cheaper, approximate
@@ -108,6 +123,7 @@ class MAMLTRPO:
         gamma: float = 0.99,
         gae_lambda: float = 1.0,
         normalize_advantages: bool = True,
+        inner_estimator: str = "reinforce",
         baseline_reg: float = 1e-5,
         fisher_tasks: int = 0,
         fisher: str = "meta",
@@ -135,6 +151,9 @@ class MAMLTRPO:
         self.gamma = float(gamma)
         self.gae_lambda = float(gae_lambda)
         self.normalize_advantages = bool(normalize_advantages)
+        if inner_estimator not in ("reinforce", "lvc"):
+            raise ValueError(f"MAMLTRPO: inner_estimator={inner_estimator!r}; expected 'reinforce' or 'lvc'")
+        self.inner_estimator = inner_estimator
         self.baseline_reg = float(baseline_reg)
         if fisher_tasks < 0:
             raise ValueError(f"MAMLTRPO: fisher_tasks={fisher_tasks} must be >= 0 (0: all tasks)")
@@ -163,7 +182,8 @@ class MAMLTRPO:
     # ------------------------------------------------------------------ inner loop
     def _inner_loss(self, params: Params, data: Any) -> torch.Tensor:
         episode_fields, advantages = data
-        return reinforce_loss(self.policy, params, Episodes(*episode_fields), advantages)
+        loss = reinforce_loss if self.inner_estimator == "reinforce" else surrogate_loss
+        return loss(self.policy, params, Episodes(*episode_fields), advantages)
 
     def _inner_data(self, train_episodes: TrainEpisodes) -> _InnerData:
         if isinstance(train_episodes, Episodes):

@@ -206,6 +206,9 @@ class TRPOConfig:
     cg_damping: float = nonneg(1e-5, "damping added to the Fisher-vector product")
     ls_ratio: float = _f(0.8, "backtracking ratio", lambda v: 0 < v < 1, "a number in (0, 1)")
     ls_max_steps: int = positive(15, "backtracking steps")
+    ls_rescale: bool = _f(False, "after a candidate over the KL bound, shrink the step to where the measured KL "
+                          "puts the bound (min(ls_ratio, 0.95 sqrt(max_kl / kl))) instead of by ls_ratio: fewer "
+                          "evaluations with an approximate Fisher; false: plain backtracking (the paper's)")
     fisher_tasks: int = nonneg(0, "Fisher-vector products on this many random tasks (0: all, exact)")
     fisher: str = choice("meta", "meta: the Fisher of the KL through the inner adaptation (exact, the paper's); "
                          "post: the post-update policies' own Fisher (d theta'/d theta taken as I: far "

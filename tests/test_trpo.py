@@ -266,3 +266,27 @@ def test_conjugate_gradient_residual_gives_the_quadratic_form() -> None:
     x, r = conjugate_gradient(lambda v: A @ v, b, iters=3, return_residual=True)  # not converged
     torch.testing.assert_close(r, b - A @ x)
     torch.testing.assert_close(torch.dot(x, b - r), x @ A @ x)
+
+
+def test_rescaled_line_search_jumps_to_the_bound_an_underestimated_fisher_overshoots() -> None:
+    """A Fisher 20x too flat (the preconditioner's KL is the true one / 20) puts the first
+    candidate at 20x the bound. Plain backtracking needs 7 factors of 0.8 (0.8^14 * 20 <= 1);
+    refitting the quadratic on the measured KL lands inside at the second candidate, at
+    0.95^2 of the bound, in the same direction."""
+    a = torch.ones(5, dtype=torch.float64)
+
+    def objective(p: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        return -(a * p["w"]).sum(), _quadratic_kl(p, quartic=0.0)
+
+    def flat_kl(p: Params) -> torch.Tensor:
+        return _quadratic_kl(p, quartic=0.0) / 20.0
+
+    plain_new, plain = trust_region_step(objective, P0, max_kl=0.01, cg_damping=0.0, fisher_kl=flat_kl)
+    new, m = trust_region_step(objective, P0, max_kl=0.01, cg_damping=0.0, fisher_kl=flat_kl, ls_rescale=True)
+    assert plain["accepted"] == m["accepted"] == 1.0
+    assert plain["ls_steps"] == 7.0 and m["ls_steps"] == 1.0
+    assert m["kl"] == pytest.approx(0.95**2 * 0.01, rel=1e-9) and plain["kl"] == pytest.approx(20 * 0.8**14 * 0.01)
+    torch.testing.assert_close(new["w"] / new["w"].norm(), plain_new["w"] / plain_new["w"].norm())
+    # with the exact Fisher the first candidate is inside: both line searches take the full step
+    exact = [trust_region_step(objective, P0, max_kl=0.01, cg_damping=0.0, ls_rescale=r)[1] for r in (False, True)]
+    assert exact[0]["ls_steps"] == exact[1]["ls_steps"] == 0.0

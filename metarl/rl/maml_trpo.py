@@ -76,6 +76,9 @@ class MAMLTRPO:
         max_kl: delta, the trust region on the mean post-update KL (0.01 in the paper).
         cg_iters, cg_damping: conjugate-gradient iterations and Fisher damping.
         ls_ratio, ls_max_steps: backtracking line search factor and number of tries.
+        ls_rescale: after a candidate that breaks the KL bound, shrink to where the measured
+            KL puts the bound (:func:`metarl.trpo.trust_region_step`); fewer objective
+            evaluations with an approximate Fisher (``fisher_tasks``, ``fisher="post"``).
         gamma, gae_lambda: discount and GAE lambda (1.0 = returns minus linear baseline,
             as in the paper's rllab setup).
         normalize_advantages: normalise advantages per task over live steps.
@@ -120,6 +123,7 @@ class MAMLTRPO:
         cg_damping: float = 1e-5,
         ls_ratio: float = 0.8,
         ls_max_steps: int = 15,
+        ls_rescale: bool = False,
         gamma: float = 0.99,
         gae_lambda: float = 1.0,
         normalize_advantages: bool = True,
@@ -148,6 +152,7 @@ class MAMLTRPO:
         self.cg_damping = float(cg_damping)
         self.ls_ratio = float(ls_ratio)
         self.ls_max_steps = int(ls_max_steps)
+        self.ls_rescale = bool(ls_rescale)
         self.gamma = float(gamma)
         self.gae_lambda = float(gae_lambda)
         self.normalize_advantages = bool(normalize_advantages)
@@ -387,6 +392,7 @@ class MAMLTRPO:
             cg_damping=self.cg_damping,
             ls_ratio=self.ls_ratio,
             ls_max_steps=self.ls_max_steps,
+            ls_rescale=self.ls_rescale,
         )
         if metrics["accepted"]:
             with torch.no_grad():

@@ -15,7 +15,7 @@ import statistics
 
 import torch
 
-from metarl.config import config_from_dict
+from metarl.config import config_from_dict, parse_overrides
 from metarl.rl.build import MAMLTRPOLearner
 
 WORKLOADS = {
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fisher-tasks", type=int, default=0, help="FVP on this many random tasks (0: all, exact)")
     ap.add_argument("--fisher", choices=["meta", "post"], default="meta",
                     help="meta: Fisher through the adaptation (exact); post: the post-update policies' own (J = I)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key (e.g. trpo.ls_rescale=true, inner_estimator=lvc)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     for name in args.workload or ["navigation2d"]:
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             "meta_batch_size": mb, "env": {"id": env_id, "episodes_per_task": 20},
             "policy": {"hidden": [64, 64], "activation": "tanh"}, "sampler": {"num_workers": args.workers},
             "update_threads": args.update_threads, "trpo": {"fisher_tasks": args.fisher_tasks, "fisher": args.fisher},
-        })
+        }, parse_overrides(args.set))
         learner = MAMLTRPOLearner(cfg)
         learner.sampler.horizon = horizon  # the reference workload's horizon
         try:
@@ -53,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         u = statistics.median(r["time/update_s"] for r in rows)
         print(f"{name}: meta-batch {mb} x 20 episodes x {horizon} steps, 2x64 tanh, median of {args.iterations}, "
               f"update threads {args.update_threads or 'all'}, "
-              f"Fisher ({args.fisher}) on {args.fisher_tasks or 'all'} tasks")
+              f"Fisher ({args.fisher}) on {args.fisher_tasks or 'all'} tasks" + "".join(f", {o}" for o in args.set))
+        ls = statistics.mean(r["trpo/ls_steps"] for r in rows)
+        print(f"  line search: {ls:.1f} backtracking steps per iteration on average")
         print(f"  ours       {s + u:6.2f} s/it  (sampling {s:5.2f} s, meta-update {u:5.2f} s)")
         print(f"  reference  {ref[0]:6.2f} s/it  (sampling {ref[1]:5.2f} s, meta-update {ref[2]:5.2f} s)  [quoted]")
         print(f"  speed-up   {ref[0] / (s + u):6.2f}x   (sampling {ref[1] / s:.2f}x, meta-update {ref[2] / u:.2f}x)")

@@ -191,3 +191,28 @@ def test_pretrain_runs_keep_the_best_return_before_adaptation(tmp_path, monkeypa
                     quiet=True)
         best_iterations[algorithm] = torch.load(run / "checkpoints" / "best.pt", weights_only=False)["iteration"]
     assert best_iterations == {"pretrain": 1, "maml": 2}
+
+
+def test_lvc_run_adapts_like_reinforce_on_its_own_episodes_and_refuses_foreign_log_probs(tmp_path):
+    import dataclasses
+
+    import metarl
+    from metarl.rl.sampler import make_sampler
+
+    cfg = tiny_cfg("metarl/Navigation2D-v0", "lvc", inner_estimator="lvc")
+    r = metarl.load(train(cfg, logdir=tmp_path / "run", quiet=True))
+    sampler = make_sampler("metarl/Navigation2D-v0", episodes_per_task=4, num_workers=1, seed=3)
+    try:
+        tasks = sampler.sample_tasks(1, np.random.default_rng(0))
+        episodes = sampler.sample(r.module, r.params, tasks, per_task=False)[0]
+    finally:
+        sampler.close()
+    lvc = r.adapt(episodes, steps=1)
+    r.config = dataclasses.replace(r.config, inner_estimator="reinforce")
+    reinforce = r.adapt(episodes, steps=1)
+    for k in lvc:  # the same inner step at the sampling parameters
+        torch.testing.assert_close(lvc[k], reinforce[k], rtol=1e-5, atol=1e-6)
+    r.config = dataclasses.replace(r.config, inner_estimator="lvc")
+    foreign = dataclasses.replace(episodes, log_probs=torch.zeros_like(episodes.log_probs))
+    with pytest.raises(ValueError, match="inner_estimator: lvc"):
+        r.adapt(foreign, steps=1)

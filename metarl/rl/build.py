@@ -24,6 +24,7 @@ from metarl.checkpoint import rng_state, set_rng_state
 from metarl.config import RLConfig
 from metarl.maml import Params, detach_params, params_of
 from metarl.rl.episodes import Episodes
+from metarl.rl.losses import action_log_probs
 from metarl.rl.maml_trpo import MAMLTRPO
 from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, attach_inner_lr
 from metarl.rl.sampler import make_sampler
@@ -244,9 +245,26 @@ def adaptation_returns(
 
 
 def adapt_policy(run: Any, episodes: Episodes, *, steps: int) -> Params:
-    """``metarl.load(run).adapt(episodes)``: one task's params after ``steps`` steps on ``episodes``."""
+    """``metarl.load(run).adapt(episodes)``: one task's params after ``steps`` steps on ``episodes``.
+
+    With ``inner_estimator: lvc`` the inner loss weighs each action by pi / pi_sampling, so
+    ``episodes.log_probs`` must be those of the run's policy that sampled them (the sampler's);
+    anything else is refused here rather than silently giving another step. Later steps on the
+    same episodes are then importance-weighted (REINFORCE repeats the plain gradient step).
+    """
     if steps == 0:
         return dict(run.params)
+    if run.config.inner_estimator == "lvc":
+        with torch.no_grad():
+            logp = action_log_probs(run.module, run.params, episodes)
+        gap = float(torch.where(episodes.masks > 0, (logp - episodes.log_probs).abs(), 0.0).max())
+        if not gap <= 1e-3:
+            raise ValueError(
+                f"adapt: this run's inner loss is LVC (inner_estimator: lvc), which needs episodes.log_probs of "
+                f"the run's own policy; they differ from it by up to {gap:.3g} nats. Pass episodes sampled by "
+                "run.policy() with their log-probs, or set run.config.inner_estimator = 'reinforce' for the plain "
+                "REINFORCE step (the same step when the log-probs are the policy's)."
+            )
     algo = make_algo(run.config, run.module)
     batch = Episodes.stack([episodes])
     fast = algo.adapt([batch] * steps, run.params, lr_decay=run.config.test_lr_decay)

@@ -90,6 +90,7 @@ class MAMLTRPO:
             their Hessians differ by ``-mean grad log pi grad log pi^T A``, the curvature that
             the pre-update sampling distribution contributes and that the REINFORCE form
             drops, so the meta-gradient and the meta-Fisher through the adaptation differ.
+            A batch used for several steps is importance-weighted at the later ones.
         baseline_reg: initial ridge coefficient of the linear baseline fit.
         fisher_tasks: compute the Fisher-vector products on this many randomly chosen tasks
             of the meta-batch (0, the default: all, the exact Fisher). A cheaper, approximate

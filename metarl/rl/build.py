@@ -24,7 +24,7 @@ from metarl.checkpoint import rng_state, set_rng_state
 from metarl.config import RLConfig
 from metarl.maml import Params, detach_params, params_of
 from metarl.rl.episodes import Episodes
-from metarl.rl.losses import action_log_probs
+from metarl.rl.losses import log_prob_gap
 from metarl.rl.maml_trpo import MAMLTRPO
 from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, attach_inner_lr
 from metarl.rl.sampler import make_sampler
@@ -255,9 +255,7 @@ def adapt_policy(run: Any, episodes: Episodes, *, steps: int) -> Params:
     if steps == 0:
         return dict(run.params)
     if run.config.inner_estimator == "lvc":
-        with torch.no_grad():
-            logp = action_log_probs(run.module, run.params, episodes)
-        gap = float(torch.where(episodes.masks > 0, (logp - episodes.log_probs).abs(), 0.0).max())
+        gap = log_prob_gap(run.module, run.params, episodes)
         if not gap <= 1e-3:
             raise ValueError(
                 f"adapt: this run's inner loss is LVC (inner_estimator: lvc), which needs episodes.log_probs of "

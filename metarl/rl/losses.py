@@ -71,6 +71,17 @@ def action_log_probs(
     return torch.where(episodes.masks > 0, logp, torch.zeros_like(logp))
 
 
+def log_prob_gap(
+    policy: nn.Module, params: Mapping[str, torch.Tensor], episodes: Episodes, *, per_task: bool = False
+) -> float:
+    """The largest ``|log pi_params(a|s) - episodes.log_probs|`` over live steps: ~0 when
+    ``params`` sampled ``episodes`` (float rounding), large when the stored log-probs are
+    another policy's (then ratios against them are not importance weights of ``params``)."""
+    with torch.no_grad():
+        logp = action_log_probs(policy, params, episodes, per_task=per_task)
+        return float(torch.where(episodes.masks > 0, (logp - episodes.log_probs).abs(), 0.0).max())
+
+
 def reinforce_loss(
     policy: nn.Module,
     params: Mapping[str, torch.Tensor],

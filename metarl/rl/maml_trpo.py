@@ -38,8 +38,8 @@ from metarl.rl.advantages import gae, normalize_advantages
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import (
-    action_log_probs,
     entropy,
+    log_prob_gap,
     old_distribution,
     reinforce_loss,
     surrogate_and_kl,
@@ -160,6 +160,7 @@ class MAMLTRPO:
         if inner_estimator not in ("reinforce", "lvc"):
             raise ValueError(f"MAMLTRPO: inner_estimator={inner_estimator!r}; expected 'reinforce' or 'lvc'")
         self.inner_estimator = inner_estimator
+        self._inner_fn = reinforce_loss if inner_estimator == "reinforce" else surrogate_loss
         self.baseline_reg = float(baseline_reg)
         if fisher_tasks < 0:
             raise ValueError(f"MAMLTRPO: fisher_tasks={fisher_tasks} must be >= 0 (0: all tasks)")
@@ -188,8 +189,7 @@ class MAMLTRPO:
     # ------------------------------------------------------------------ inner loop
     def _inner_loss(self, params: Params, data: Any) -> torch.Tensor:
         episode_fields, advantages = data
-        loss = reinforce_loss if self.inner_estimator == "reinforce" else surrogate_loss
-        return loss(self.policy, params, Episodes(*episode_fields), advantages)
+        return self._inner_fn(self.policy, params, Episodes(*episode_fields), advantages)
 
     def _inner_data(self, train_episodes: TrainEpisodes) -> _InnerData:
         if isinstance(train_episodes, Episodes):
@@ -381,8 +381,7 @@ class MAMLTRPO:
             first_fields, first_advantages = data.batches[0]
             inner_loss = reinforce_loss(self.policy, theta0, Episodes(*first_fields), first_advantages)
             ent = entropy(self.policy, old_params, valid_episodes, per_task=True)
-            logp = action_log_probs(self.policy, old_params, valid_episodes, per_task=True)
-            gap = torch.where(valid_episodes.masks > 0, (logp - valid_episodes.log_probs).abs(), 0.0)
+            gap = log_prob_gap(self.policy, old_params, valid_episodes, per_task=True)
 
         new_params, metrics = trust_region_step(
             self._objective(data, valid_episodes, valid_advantages, old_params),
@@ -402,6 +401,6 @@ class MAMLTRPO:
         metrics.update(
             inner_loss=float(inner_loss),
             entropy=float(ent),
-            logp_gap=float(gap.max()),
+            logp_gap=gap,
         )
         return metrics

@@ -9,7 +9,7 @@ import torch
 
 from metarl.maml import Params, adapt, detach_params, params_of
 from metarl.rl.episodes import Episodes
-from metarl.rl.losses import kl_divergence, reinforce_loss, surrogate_loss
+from metarl.rl.losses import entropy, kl_divergence, log_prob_gap, reinforce_loss, surrogate_loss
 from metarl.rl.maml_trpo import MAMLTRPO
 from metarl.rl.policies import (
     CategoricalMLPPolicy,
@@ -364,6 +364,45 @@ def test_task_chunks_give_the_same_objective_gradient_fisher_and_step(inner_step
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="task_chunk=-1"):
         MAMLTRPO(make_policy(), task_chunk=-1)
+
+
+@pytest.mark.parametrize("chunk", [0, 1])
+def test_objective_takes_pi_old_from_its_first_call_as_from_given_old_params(chunk: int) -> None:
+    """Without ``old_params`` the objective's first call (at theta_0) fixes pi_old from its own
+    forward pass: value, gradient, Fisher-vector product and later calls equal those with the
+    post-update params given up front, and it records them and the step's diagnostics."""
+    algo, policy, train, valid = problem(11, 1, False, task_chunk=chunk)
+    theta = detach_params(params_of(policy))
+    data, adv = algo._inner_data(train), algo.advantages(valid)
+    adapted = algo.adapt(train, theta)
+    v = torch.randn(flatten(theta).shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    shifted = unflatten(flatten(theta) + 0.05 * v, theta)
+    results = []
+    for objective in (algo._objective(data, valid, adv, adapted), algo._objective(data, valid, adv)):
+        leaves = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
+        loss, kl = objective(leaves)
+        grad = flatten(torch.autograd.grad(loss, list(leaves.values()), retain_graph=True))
+        fvp = fisher_vector_product(kl, leaves, damping=0.0)(v)
+        with torch.no_grad():
+            later = torch.stack(objective(shifted))
+        results.append((loss.detach(), kl.detach(), grad, fvp, later))
+        for k in theta:
+            torch.testing.assert_close(objective.old_params[k], adapted[k], rtol=0, atol=1e-12)
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert float(results[0][1]) == 0.0 and float(results[0][4][1]) > 0
+    # the diagnostics, recomputed independently
+    expected_entropy = entropy(policy, adapted, valid, per_task=True)
+    assert objective.entropy == pytest.approx(float(expected_entropy), rel=1e-10)
+    assert objective.logp_gap < 1e-10
+    bad = valid.log_probs.clone()
+    bad[N - 1, 2, 1] += 0.3  # a live step of the last task
+    assert bool(valid.masks[N - 1, 2, 1] > 0)
+    spoiled = Episodes(valid.observations, valid.actions, valid.rewards, valid.masks, bad)
+    objective = algo._objective(data, spoiled, adv)
+    objective({k: t.clone().requires_grad_(True) for k, t in theta.items()})
+    assert objective.logp_gap == pytest.approx(0.3, abs=1e-9)
+    assert log_prob_gap(policy, adapted, spoiled, per_task=True) == pytest.approx(objective.logp_gap, abs=1e-12)
 
 
 def test_meta_sgd_with_uniform_rates_equals_the_fixed_lr_and_its_step_updates_them() -> None:

@@ -274,13 +274,17 @@ def our_meta_step(cfg, policy: torch.nn.Module, train, valid, inspect, monkeypat
     def objective_spy(*args):
         objective = real_objective(*args)
 
-        def recorded(params):
-            loss, kl = objective(params)
-            flat = torch.cat([params[k].detach().reshape(-1) for k in NAMES])
-            rec["calls"].append((flat, float(loss.detach()), float(kl.detach())))
-            return loss, kl
+        class Recorded:  # records every call; the step reads its diagnostics off the real objective
+            def __call__(self, params):
+                loss, kl = objective(params)
+                flat = torch.cat([params[k].detach().reshape(-1) for k in NAMES])
+                rec["calls"].append((flat, float(loss.detach()), float(kl.detach())))
+                return loss, kl
 
-        return recorded
+            def __getattr__(self, name):
+                return getattr(objective, name)
+
+        return Recorded()
 
     monkeypatch.setattr(our_trpo, "conjugate_gradient", cg_spy)
     monkeypatch.setattr(algo, "_objective", objective_spy)

@@ -63,6 +63,14 @@ def _log_prob(
     return dist, dist.log_prob(_padded_to_zero(episodes.actions, episodes.masks))
 
 
+def policy_log_prob(
+    policy: nn.Module, params: Mapping[str, torch.Tensor], episodes: Episodes, *, per_task: bool = False
+) -> tuple[Distribution, torch.Tensor]:
+    """The policy's distribution on ``episodes``' (zero-padded) observations and the log-probs
+    ``[..., T, B]`` of their (zero-padded) actions: one forward pass, for callers that need both."""
+    return _log_prob(policy, params, episodes, per_task)
+
+
 def action_log_probs(
     policy: nn.Module, params: Mapping[str, torch.Tensor], episodes: Episodes, *, per_task: bool = False
 ) -> torch.Tensor:
@@ -162,6 +170,13 @@ def surrogate_and_kl(
     forward pass and not recomputing pi_old halves its cost. Returns two scalars.
     """
     dist, logp = _log_prob(policy, params, episodes, per_task)
+    return surrogate_and_kl_of(dist, logp, episodes, advantages, old_dist)
+
+
+def surrogate_and_kl_of(
+    dist: Distribution, logp: torch.Tensor, episodes: Episodes, advantages: torch.Tensor, old_dist: Distribution
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`surrogate_and_kl` from an already computed ``dist`` and ``logp`` (:func:`policy_log_prob`)."""
     live = episodes.masks > 0
     log_ratio = torch.where(live, logp - episodes.log_probs, torch.zeros_like(logp))
     loss = -masked_mean(torch.exp(log_ratio) * advantages.detach(), episodes.masks)

@@ -32,21 +32,23 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.distributions import Distribution
 
 from metarl.maml import LearningRate, Params, adapt, adapt_batched, detach_params, params_of
 from metarl.rl.advantages import gae, normalize_advantages
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import (
-    entropy,
-    log_prob_gap,
+    masked_mean,
     old_distribution,
+    policy_log_prob,
     reinforce_loss,
     surrogate_and_kl,
+    surrogate_and_kl_of,
     surrogate_loss,
 )
-from metarl.rl.policies import LR_PREFIX, lr_key
-from metarl.trpo import Objective, trust_region_step
+from metarl.rl.policies import LR_PREFIX, detach_distribution, lr_key
+from metarl.trpo import trust_region_step
 
 TrainEpisodes = Episodes | Sequence[Episodes]
 #: One train batch as vmap consumes it: the Episodes fields (declaration order) and advantages.
@@ -290,30 +292,10 @@ class MAMLTRPO:
         data: _InnerData,
         valid_episodes: Episodes,
         valid_advantages: torch.Tensor,
-        old_params: Params,
-    ) -> Objective:
-        """``params -> (surrogate, mean KL)`` over all tasks, evaluated ``task_chunk`` tasks at a
-        time (each chunk's mean weighted by its share of tasks: the same numbers as one call)."""
-        n = valid_episodes.masks.shape[0]
-        chunk = self.task_chunk or n
-        parts = []
-        for start in range(0, n, chunk):
-            index = slice(start, min(n, start + chunk))
-            subset = self._subset(data, valid_episodes, valid_advantages, old_params, index)
-            sub_data, sub_valid, sub_adv, sub_old = subset
-            old_dist = old_distribution(self.policy, sub_old, sub_valid, per_task=True)
-            parts.append((sub_data, sub_valid, sub_adv, old_dist, (index.stop - index.start) / n))
-
-        def objective(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-            loss: Any = 0.0
-            kl: Any = 0.0
-            for sub_data, sub_valid, sub_adv, old_dist, weight in parts:
-                fast = self._adapt(sub_data, params)
-                part_loss, part_kl = surrogate_and_kl(self.policy, fast, sub_valid, sub_adv, old_dist, per_task=True)
-                loss, kl = loss + weight * part_loss, kl + weight * part_kl
-            return loss, kl
-
-        return objective
+        old_params: Params | None = None,
+    ) -> _MetaObjective:
+        """``params -> (surrogate, mean KL)`` over all tasks (:class:`_MetaObjective`)."""
+        return _MetaObjective(self, data, valid_episodes, valid_advantages, old_params)
 
     def _fisher_kl(
         self, data: _InnerData, valid_episodes: Episodes, valid_advantages: torch.Tensor, old_params: Params
@@ -322,10 +304,9 @@ class MAMLTRPO:
         through the adaptation (``fisher="meta"``; ``None`` for all tasks: the objective's own
         KL) or of the post-update policies alone (``fisher="post"``)."""
         n = valid_episodes.masks.shape[0]
-        subsample = 0 < self.fisher_tasks < n
-        if not subsample and self.fisher == "meta":
+        if self._exact_fisher(n):
             return None
-        if subsample:
+        if 0 < self.fisher_tasks < n:
             idx = torch.randperm(n, generator=self.fisher_generator)[: self.fisher_tasks].sort().values
             data, valid_episodes, valid_advantages, old_params = self._subset(
                 data, valid_episodes, valid_advantages, old_params, idx
@@ -342,6 +323,9 @@ class MAMLTRPO:
             return surrogate_and_kl(self.policy, fast, valid_episodes, valid_advantages, old_dist, per_task=True)[1]
 
         return post_update_kl
+
+    def _exact_fisher(self, n_tasks: int) -> bool:
+        return self.fisher == "meta" and not 0 < self.fisher_tasks < n_tasks
 
     def step(self, train_episodes: TrainEpisodes, valid_episodes: Episodes) -> dict[str, float]:
         """One meta-update of the policy; returns metrics.
@@ -375,18 +359,24 @@ class MAMLTRPO:
         live_params = params_of(self.policy)
         theta0 = detach_params(live_params)
         valid_advantages = self.advantages(valid_episodes)
-
         with torch.no_grad():
-            old_params = self._adapt(data, theta0)
             first_fields, first_advantages = data.batches[0]
             inner_loss = reinforce_loss(self.policy, theta0, Episodes(*first_fields), first_advantages)
-            ent = entropy(self.policy, old_params, valid_episodes, per_task=True)
-            gap = log_prob_gap(self.policy, old_params, valid_episodes, per_task=True)
 
+        # pi_old (the post-update policies at theta_0) and the diagnostics come from the
+        # objective's first call, trust_region_step's gradient pass at theta_0
+        objective = self._objective(data, valid_episodes, valid_advantages)
+
+        def fisher_kl(params: Params) -> torch.Tensor:
+            assert objective.old_params is not None  # the gradient pass ran first
+            kl = self._fisher_kl(data, valid_episodes, valid_advantages, objective.old_params)
+            return kl(params)
+
+        exact = self._exact_fisher(n_tasks)
         new_params, metrics = trust_region_step(
-            self._objective(data, valid_episodes, valid_advantages, old_params),
+            objective,
             theta0,
-            fisher_kl=self._fisher_kl(data, valid_episodes, valid_advantages, old_params),
+            fisher_kl=None if exact else fisher_kl,
             max_kl=self.max_kl,
             cg_iters=self.cg_iters,
             cg_damping=self.cg_damping,
@@ -398,9 +388,70 @@ class MAMLTRPO:
             with torch.no_grad():
                 for name, p in live_params.items():
                     p.copy_(new_params[name])
-        metrics.update(
-            inner_loss=float(inner_loss),
-            entropy=float(ent),
-            logp_gap=gap,
-        )
+        metrics.update(inner_loss=float(inner_loss), entropy=objective.entropy, logp_gap=objective.logp_gap)
         return metrics
+
+
+class _MetaObjective:
+    """``params -> (surrogate, mean KL)`` of MAML-TRPO over all tasks, ``task_chunk`` tasks per
+    vmap call (each chunk's mean weighted by its share of tasks: the same numbers as one call).
+
+    The KL's fixed side pi_old is the post-update policies at theta_0, which sampled the
+    valid episodes. Given ``old_params`` (their parameters), it is computed up front.
+    Otherwise the first call, which must be at theta_0 (trust_region_step's gradient pass
+    is), takes it from its own forward pass, detached: KL(pi_old || pi) then has value and
+    gradient 0 and the Fisher as Hessian there, as with ``old_params``, and no extra
+    adaptation or forward pass is spent on pi_old. That call also records
+    ``old_params`` (detached, ``[N, ...]``), ``entropy`` (mean entropy of pi_old on the
+    valid states) and ``logp_gap`` (see :meth:`MAMLTRPO.step`).
+    """
+
+    def __init__(
+        self,
+        algo: MAMLTRPO,
+        data: _InnerData,
+        valid_episodes: Episodes,
+        valid_advantages: torch.Tensor,
+        old_params: Params | None = None,
+    ) -> None:
+        self.algo = algo
+        n = valid_episodes.masks.shape[0]
+        chunk = algo.task_chunk or n
+        self.parts: list[tuple[_InnerData, Episodes, torch.Tensor, float]] = []
+        self.old_dists: list[Distribution | None] = []
+        for start in range(0, n, chunk):
+            index = slice(start, min(n, start + chunk))
+            sub_data, sub_valid, sub_adv, sub_old = algo._subset(
+                data, valid_episodes, valid_advantages, old_params or {}, index
+            )
+            self.parts.append((sub_data, sub_valid, sub_adv, (index.stop - index.start) / n))
+            self.old_dists.append(
+                None if old_params is None else old_distribution(algo.policy, sub_old, sub_valid, per_task=True)
+            )
+        self.old_params: Params | None = detach_params(old_params) if old_params is not None else None
+        self.entropy = float("nan")
+        self.logp_gap = float("nan")
+
+    def __call__(self, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        policy = self.algo.policy
+        first = self.old_params is None
+        loss: Any = 0.0
+        kl: Any = 0.0
+        fasts, ent, gap = [], 0.0, 0.0
+        for i, (sub_data, sub_valid, sub_adv, weight) in enumerate(self.parts):
+            fast = self.algo._adapt(sub_data, params)
+            dist, logp = policy_log_prob(policy, fast, sub_valid, per_task=True)
+            old_dist = self.old_dists[i]
+            if old_dist is None:
+                old_dist = self.old_dists[i] = detach_distribution(dist)
+                with torch.no_grad():
+                    live = sub_valid.masks > 0
+                    fasts.append(detach_params(fast))
+                    ent += weight * float(masked_mean(old_dist.entropy(), sub_valid.masks))
+                    gap = max(gap, float(torch.where(live, (logp - sub_valid.log_probs).abs(), 0.0).max()))
+            part_loss, part_kl = surrogate_and_kl_of(dist, logp, sub_valid, sub_adv, old_dist)
+            loss, kl = loss + weight * part_loss, kl + weight * part_kl
+        if first:
+            self.old_params = {k: torch.cat([f[k] for f in fasts]) for k in fasts[0]}
+            self.entropy, self.logp_gap = ent, gap
+        return loss, kl

@@ -110,6 +110,12 @@ def distribution_from_params(kind: str, tensors: Sequence[torch.Tensor]) -> Dist
     return Categorical(logits=tensors[0], validate_args=False)
 
 
+def detach_distribution(dist: Distribution) -> Distribution:
+    """``dist`` with its defining tensors detached (a constant, e.g. pi_old in a KL)."""
+    kind, tensors = distribution_params(dist)
+    return distribution_from_params(kind, [t.detach() for t in tensors])
+
+
 def policy_distribution(
     policy: nn.Module, params: Mapping[str, torch.Tensor], obs: torch.Tensor, *, per_task: bool
 ) -> Distribution:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from metarl.maml import functional_forward
 from metarl.nets import Tanh
-from metarl.rl.policies import GaussianMLPPolicy
+from metarl.rl.policies import (
+    CategoricalMLPPolicy,
+    GaussianMLPPolicy,
+    distribution_from_params,
+    distribution_params,
+    policy_distribution,
+)
 from metarl.rl.sampler import actions_from_noise, log_prob_from_noise
 
 
@@ -70,3 +78,53 @@ def test_tanh_mlp_equals_the_plain_tanh_network_to_second_order():
     out = torch.func.vmap(lambda p: functional_forward(net, p, x))(stacked)
     ref_out = torch.func.vmap(lambda p: functional_forward(plain, p, x))(stacked)
     torch.testing.assert_close(out, ref_out)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("family", ["gaussian", "categorical"])
+def test_stacked_forward_equals_vmap_of_the_module_to_second_order(activation: str, family: str) -> None:
+    """policy_distribution's per-task fast path (one baddbmm per layer) against vmap of
+    functional_call: distribution tensors, gradients and a double-backprop Hessian-vector product."""
+    torch.manual_seed(0)
+    n = 3
+    if family == "gaussian":
+        policy = GaussianMLPPolicy(3, 2, hidden_sizes=(5, 4), activation=activation).double()
+    else:
+        policy = CategoricalMLPPolicy(3, 4, hidden_sizes=(5, 4), activation=activation).double()
+    params = {k: v.detach()[None].repeat(n, *[1] * v.dim()) + 0.3 * torch.randn(n, *v.shape, dtype=v.dtype)
+              for k, v in policy.named_parameters()}
+    obs = torch.randn(n, 6, 2, 3, dtype=torch.float64)
+
+    def tensors(p, fast: bool):
+        if fast:
+            dist = policy.forward_stacked(p, obs)
+            assert dist is not None
+        else:
+            dist = torch.func.vmap(lambda q, o: distribution_params(functional_forward(policy, q, o))[1])(p, obs)
+            dist = distribution_from_params(distribution_params(policy(obs[0]))[0], dist)
+        kind, ts = distribution_params(dist)
+        return ts
+
+    results = []
+    for fast in (True, False):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+        ts = tensors(leaves, fast)
+        scalar = sum((t.sin() * torch.linspace(0.5, 1.5, t.numel(), dtype=t.dtype).view_as(t)).sum() for t in ts)
+        grads = torch.autograd.grad(scalar, list(leaves.values()), create_graph=True)
+        v = [torch.ones_like(g) for g in grads]
+        hv = torch.autograd.grad(sum((g * u).sum() for g, u in zip(grads, v, strict=True)), list(leaves.values()),
+                                 allow_unused=True, materialize_grads=True)
+        results.append([t.detach() for t in ts] + [g.detach() for g in grads] + list(hv))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert any(float(h.abs().max()) > 0 for h in results[0][-len(params):])
+    # through policy_distribution, and its fallback when a layer's stacked params are missing
+    kind, ts = distribution_params(policy_distribution(policy, params, obs, per_task=True))
+    torch.testing.assert_close(ts[0], results[0][0], rtol=0, atol=0)
+    partial = {k: v for k, v in params.items() if not k.endswith("0.bias")}
+    assert policy.forward_stacked(partial, obs) is None  # -> vmap, with the module's own bias
+    (name,) = [k for k in params if k.endswith("0.bias")]
+    filled = {**params, name: dict(policy.named_parameters())[name].detach()[None].repeat(n, 1)}
+    kind, got = distribution_params(policy_distribution(policy, partial, obs, per_task=True))
+    kind, want = distribution_params(policy.forward_stacked(filled, obs))
+    torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)

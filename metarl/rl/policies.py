@@ -19,7 +19,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from metarl.maml import functional_forward
-from metarl.nets import ACTIVATIONS, mlp  # noqa: F401  (re-exported)
+from metarl.nets import ACTIVATIONS, mlp, stacked_mlp_forward  # noqa: F401  (re-exported)
 
 #: Named architectures: the paper's 2x100 ReLU (Finn et al. 2017, sec. 5.3) and the
 #: common 2x64 tanh (Duan et al. 2016; the reference PyTorch implementation's default).
@@ -55,6 +55,17 @@ class GaussianMLPPolicy(nn.Module):
         scale = self.log_std.clamp(min=self.min_log_std).exp().expand_as(loc)
         return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
 
+    def forward_stacked(self, params: Mapping[str, torch.Tensor], obs: torch.Tensor) -> Distribution | None:
+        """:meth:`forward` for N stacked parameter sets (``[N, *shape]``) on ``obs [N, ..., obs_dim]``
+        without vmap (see :func:`~metarl.nets.stacked_mlp_forward`); ``None`` if ``params`` lack one."""
+        log_std = params.get("log_std")
+        loc = stacked_mlp_forward(self.mu, params, "mu.", obs)
+        if loc is None or log_std is None or log_std.dim() != 2:
+            return None
+        scale = log_std.clamp(min=self.min_log_std).exp()
+        scale = scale.view(scale.shape[0], *([1] * (loc.dim() - 2)), scale.shape[-1]).expand_as(loc)
+        return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
 
 class CategoricalMLPPolicy(nn.Module):
     """pi(a|s) = Categorical(softmax(f_theta(s))) for discrete actions; ``forward`` returns it."""
@@ -67,6 +78,11 @@ class CategoricalMLPPolicy(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> Distribution:
         return Categorical(logits=self.logits(obs), validate_args=False)
+
+    def forward_stacked(self, params: Mapping[str, torch.Tensor], obs: torch.Tensor) -> Distribution | None:
+        """:meth:`forward` for N stacked parameter sets, as :meth:`GaussianMLPPolicy.forward_stacked`."""
+        logits = stacked_mlp_forward(self.logits, params, "logits.", obs)
+        return None if logits is None else Categorical(logits=logits, validate_args=False)
 
 
 #: Name prefix of learned inner learning rates held by a policy (Meta-SGD, :func:`attach_inner_lr`).
@@ -131,6 +147,11 @@ def policy_distribution(
     """
     if not per_task:
         return functional_forward(policy, params, obs)
+    forward_stacked = getattr(policy, "forward_stacked", None)
+    if forward_stacked is not None:  # the MLP policies: one batched matmul per layer, no vmap
+        dist = forward_stacked(params, obs)
+        if dist is not None:
+            return dist
     kind: list[str] = []
 
     def one(p: Mapping[str, torch.Tensor], o: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -97,8 +97,9 @@ def test_stacked_forward_equals_vmap_of_the_module_to_second_order(activation: s
 
     def tensors(p, fast: bool):
         if fast:
-            dist = policy.forward_stacked(p, obs)
-            assert dist is not None
+            forward = policy.stacked(p)
+            assert forward is not None
+            dist = forward(obs)
         else:
             dist = torch.func.vmap(lambda q, o: distribution_params(functional_forward(policy, q, o))[1])(p, obs)
             dist = distribution_from_params(distribution_params(policy(obs[0]))[0], dist)
@@ -122,9 +123,30 @@ def test_stacked_forward_equals_vmap_of_the_module_to_second_order(activation: s
     kind, ts = distribution_params(policy_distribution(policy, params, obs, per_task=True))
     torch.testing.assert_close(ts[0], results[0][0], rtol=0, atol=0)
     partial = {k: v for k, v in params.items() if not k.endswith("0.bias")}
-    assert policy.forward_stacked(partial, obs) is None  # -> vmap, with the module's own bias
+    assert policy.stacked(partial) is None  # -> vmap, with the module's own bias
     (name,) = [k for k in params if k.endswith("0.bias")]
     filled = {**params, name: dict(policy.named_parameters())[name].detach()[None].repeat(n, 1)}
     kind, got = distribution_params(policy_distribution(policy, partial, obs, per_task=True))
-    kind, want = distribution_params(policy.forward_stacked(filled, obs))
+    kind, want = distribution_params(policy.stacked(filled)(obs))
     torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("family", ["gaussian", "categorical"])
+def test_shared_params_fast_path_equals_the_module_with_gradients(family: str) -> None:
+    torch.manual_seed(1)
+    if family == "gaussian":
+        policy = GaussianMLPPolicy(3, 2, hidden_sizes=(5, 4)).double()
+    else:
+        policy = CategoricalMLPPolicy(3, 4, hidden_sizes=(5, 4)).double()
+    obs = torch.randn(4, 2, 3, dtype=torch.float64)
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in policy.named_parameters()}
+    got = distribution_params(policy_distribution(policy, params, obs, per_task=False))[1]
+    want = distribution_params(policy(obs))[1]
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    ga = torch.autograd.grad(sum(t.sin().sum() for t in got), list(params.values()), allow_unused=True,
+                             materialize_grads=True)
+    gb = torch.autograd.grad(sum(t.sin().sum() for t in want), list(policy.parameters()), allow_unused=True,
+                             materialize_grads=True)
+    for a, b in zip(ga, gb, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -162,7 +162,8 @@ class MAMLTRPOLearner:
         per_task = False
         for _ in range(self.algo.inner_steps):
             train.append(self._sample(params, tasks, per_task))
-            params = detach_params(self.algo.adapt(train, theta))
+            with torch_threads(self.cfg.update_threads or os.cpu_count() or 1):  # the physics waits
+                params = detach_params(self.algo.adapt(train, theta))
             per_task = True
         valid = self._sample(params, tasks, per_task)
         return train, valid, params

@@ -12,14 +12,14 @@ distribution whose batch shape starts with the task dimension.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from metarl.maml import functional_forward
-from metarl.nets import ACTIVATIONS, mlp, stacked_mlp_forward  # noqa: F401  (re-exported)
+from metarl.nets import ACTIVATIONS, mlp, stacked_mlp  # noqa: F401  (re-exported)
 
 #: Named architectures: the paper's 2x100 ReLU (Finn et al. 2017, sec. 5.3) and the
 #: common 2x64 tanh (Duan et al. 2016; the reference PyTorch implementation's default).
@@ -55,16 +55,22 @@ class GaussianMLPPolicy(nn.Module):
         scale = self.log_std.clamp(min=self.min_log_std).exp().expand_as(loc)
         return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
 
-    def forward_stacked(self, params: Mapping[str, torch.Tensor], obs: torch.Tensor) -> Distribution | None:
-        """:meth:`forward` for N stacked parameter sets (``[N, *shape]``) on ``obs [N, ..., obs_dim]``
-        without vmap (see :func:`~metarl.nets.stacked_mlp_forward`); ``None`` if ``params`` lack one."""
+    def stacked(self, params: Mapping[str, torch.Tensor]) -> Callable[[torch.Tensor], Distribution] | None:
+        """:meth:`forward` for N stacked parameter sets (``[N, *shape]``), prepared once:
+        ``obs [N, ..., obs_dim] -> distribution``, without vmap (see
+        :func:`~metarl.nets.stacked_mlp`); ``None`` if ``params`` lack a stacked parameter."""
         log_std = params.get("log_std")
-        loc = stacked_mlp_forward(self.mu, params, "mu.", obs)
-        if loc is None or log_std is None or log_std.dim() != 2:
+        mu = stacked_mlp(self.mu, params, "mu.")
+        if mu is None or log_std is None or log_std.dim() != 2:
             return None
-        scale = log_std.clamp(min=self.min_log_std).exp()
-        scale = scale.view(scale.shape[0], *([1] * (loc.dim() - 2)), scale.shape[-1]).expand_as(loc)
-        return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+        std = log_std.clamp(min=self.min_log_std).exp()
+
+        def forward(obs: torch.Tensor) -> Distribution:
+            loc = mu(obs)
+            scale = std.view(std.shape[0], *([1] * (loc.dim() - 2)), std.shape[-1]).expand_as(loc)
+            return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+        return forward
 
 
 class CategoricalMLPPolicy(nn.Module):
@@ -79,10 +85,10 @@ class CategoricalMLPPolicy(nn.Module):
     def forward(self, obs: torch.Tensor) -> Distribution:
         return Categorical(logits=self.logits(obs), validate_args=False)
 
-    def forward_stacked(self, params: Mapping[str, torch.Tensor], obs: torch.Tensor) -> Distribution | None:
-        """:meth:`forward` for N stacked parameter sets, as :meth:`GaussianMLPPolicy.forward_stacked`."""
-        logits = stacked_mlp_forward(self.logits, params, "logits.", obs)
-        return None if logits is None else Categorical(logits=logits, validate_args=False)
+    def stacked(self, params: Mapping[str, torch.Tensor]) -> Callable[[torch.Tensor], Distribution] | None:
+        """:meth:`forward` for N stacked parameter sets, as :meth:`GaussianMLPPolicy.stacked`."""
+        logits = stacked_mlp(self.logits, params, "logits.")
+        return None if logits is None else lambda obs: Categorical(logits=logits(obs), validate_args=False)
 
 
 #: Name prefix of learned inner learning rates held by a policy (Meta-SGD, :func:`attach_inner_lr`).
@@ -132,6 +138,48 @@ def detach_distribution(dist: Distribution) -> Distribution:
     return distribution_from_params(kind, [t.detach() for t in tensors])
 
 
+def _squeeze_task_dim(dist: Distribution) -> Distribution:
+    kind, tensors = distribution_params(dist)
+    return distribution_from_params(kind, [t.squeeze(0) for t in tensors])
+
+
+def policy_distribution_fn(
+    policy: nn.Module, params: Mapping[str, torch.Tensor], *, per_task: bool
+) -> Callable[[torch.Tensor], Distribution]:
+    """``obs -> policy_distribution(policy, params, obs, per_task=per_task)``, prepared once for
+    many calls with the same ``params`` (a rollout: one call per time step).
+
+    The MLP policies (their ``stacked`` method) run one batched matmul per layer, the
+    layers prepared here once; shared params are one stacked set over all of ``obs``.
+    Other policies go through ``functional_call`` (and ``vmap`` over tasks).
+    """
+    stacked = getattr(policy, "stacked", None)
+    if stacked is not None:
+        if per_task:
+            forward = stacked(params)
+            if forward is not None:
+                return forward
+        else:
+            one = stacked({k: v.unsqueeze(0) for k, v in params.items()})
+            if one is not None:
+                return lambda obs: _squeeze_task_dim(one(obs.unsqueeze(0)))
+    if not per_task:
+        return lambda obs: functional_forward(policy, params, obs)
+
+    def per_task_vmap(obs: torch.Tensor) -> Distribution:
+        kind: list[str] = []
+
+        def one(p: Mapping[str, torch.Tensor], o: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            k, tensors = distribution_params(functional_forward(policy, p, o))
+            kind.append(k)
+            return tensors
+
+        tensors = torch.func.vmap(one)(dict(params), obs)
+        return distribution_from_params(kind[0], tensors)
+
+    return per_task_vmap
+
+
 def policy_distribution(
     policy: nn.Module, params: Mapping[str, torch.Tensor], obs: torch.Tensor, *, per_task: bool
 ) -> Distribution:
@@ -144,23 +192,9 @@ def policy_distribution(
         obs: ``[..., obs_dim]``; with ``per_task=True``, ``[N, ..., obs_dim]``.
 
     Returns a distribution with batch shape ``obs.shape[:-1]``, differentiable in ``params``.
+    See :func:`policy_distribution_fn` for how it is computed.
     """
-    if not per_task:
-        return functional_forward(policy, params, obs)
-    forward_stacked = getattr(policy, "forward_stacked", None)
-    if forward_stacked is not None:  # the MLP policies: one batched matmul per layer, no vmap
-        dist = forward_stacked(params, obs)
-        if dist is not None:
-            return dist
-    kind: list[str] = []
-
-    def one(p: Mapping[str, torch.Tensor], o: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        k, tensors = distribution_params(functional_forward(policy, p, o))
-        kind.append(k)
-        return tensors
-
-    tensors = torch.func.vmap(one)(dict(params), obs)
-    return distribution_from_params(kind[0], tensors)
+    return policy_distribution_fn(policy, params, per_task=per_task)(obs)
 
 
 def sample_actions(dist: Distribution, generator: torch.Generator | None) -> torch.Tensor:

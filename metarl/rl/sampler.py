@@ -35,7 +35,7 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 import envs
 from envs.vector import VecTaskEnv, make_vec
 from metarl.rl.episodes import Episodes
-from metarl.rl.policies import policy_distribution
+from metarl.rl.policies import policy_distribution_fn
 
 #: ``act(obs [N, B, *obs_shape]) -> (actions [N, B, *act_shape], log_probs [N, B])``
 ActFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -180,12 +180,14 @@ def policy_act(
     the caller, acting with :func:`draw_noise`'s noise for ``noise_seeds`` (step ``t`` of the
     rollout uses ``noise[t]``; the function counts its calls)."""
     device = next(iter(params.values())).device if params else torch.device("cpu")
+    with torch.no_grad():
+        forward = policy_distribution_fn(policy, params, per_task=per_task)
     noise: torch.Tensor | None = None
     step = 0
 
     def act(obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         nonlocal noise, step
-        dist = policy_distribution(policy, params, obs.to(device), per_task=per_task)
+        dist = forward(obs.to(device))
         if noise is None:  # the whole [T, N, B, ...] noise at once, now that its shape is known
             noise = draw_noise(dist, noise_seeds, horizon).to(device)
         eps = noise[step]

@@ -26,7 +26,7 @@ after k steps (``adapt(batches[:k])``), as in the MAML paper's multi-step RL eva
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, NamedTuple
 
@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from metarl.maml import LearningRate, Params, adapt, adapt_batched, detach_params, params_of
+from metarl.maml import LearningRate, Params, adapt, adapt_batched, detach_params, params_of, sgd_step
 from metarl.rl.advantages import gae, normalize_advantages
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
@@ -224,6 +224,8 @@ class MAMLTRPO:
         def scaled(factor: float) -> LearningRate:
             return {k: v * factor for k, v in lr.items()} if isinstance(lr, Mapping) else lr * factor
 
+        if getattr(self.policy, "stacked", None) is not None:
+            return self._adapt_stacked(data, params, scaled, lr_decay)
         if len(data.batches) == 1:
             return adapt_batched(
                 self._inner_loss,
@@ -248,6 +250,42 @@ class MAMLTRPO:
             return fast
 
         return torch.func.vmap(one_task, randomness="different")(data.batches)
+
+    def _adapt_stacked(
+        self, data: _InnerData, params: Params, scaled: Callable[[float], LearningRate], lr_decay: float
+    ) -> Params:
+        """:meth:`_adapt` for policies with a stacked forward (the MLP policies), without vmap.
+
+        theta is expanded to N per-task copies ``[N, *shape]`` (views) and the inner loss
+        summed over tasks: task i's loss depends on copy i only, so one backward pass gives
+        every task's gradient, ``[N, *shape]``, and with ``create_graph`` the adapted params
+        stay differentiable in theta through the expansion (second order unless
+        ``first_order``). The same numbers as vmap over tasks of :func:`metarl.maml.adapt`
+        (tested), with batched matmuls on plain autograd instead of functorch transforms.
+        Without a differentiable theta (sampling, the line search) the graph is not kept.
+        """
+        n = data.batches[0][1].shape[0]
+        lrs = list(scaled(1.0).values()) if isinstance(scaled(1.0), Mapping) else []  # type: ignore[union-attr]
+        differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in [*params.values(), *lrs])
+        create_graph = differentiable and not self.first_order
+
+        def expand(v: torch.Tensor) -> torch.Tensor:
+            v = v.unsqueeze(0).expand(n, *v.shape)
+            return v if differentiable else v.detach().requires_grad_(True)
+
+        with torch.enable_grad():
+            fast = {k: expand(v) for k, v in params.items()}
+            for j, (episode_fields, advantages) in enumerate(data.batches):
+                lr = scaled(lr_decay**j)
+                for _ in range(data.steps_per_batch):
+                    loss = n * self._inner_fn(self.policy, fast, Episodes(*episode_fields), advantages, per_task=True)
+                    grads = torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph)
+                    if not create_graph:
+                        grads = tuple(g.detach() for g in grads)
+                    fast = sgd_step(fast, dict(zip(fast, grads, strict=True)), lr)
+                    if not differentiable:
+                        fast = {k: v.detach().requires_grad_(True) for k, v in fast.items()}
+        return fast if differentiable else {k: v.detach() for k, v in fast.items()}
 
     def adapt(
         self,

@@ -3,7 +3,8 @@
 # Run on a machine with a GPU from the repository root: bash benchmarks/gpu_check.sh
 # Prints the device, a short sinusoid run and a short Navigation2D MAML-TRPO run with
 # --device cuda next to the same run on the CPU, and the few-shot meta-iteration benchmark
-# (vmap over tasks against a per-task loop) on the GPU.
+# (vmap over tasks against a per-task loop) on the GPU, and the MAML-TRPO meta-iteration
+# benchmark with its meta-update on the GPU and on the CPU.
 # PY picks the interpreter (default: .venv/bin/python, made by scripts/bootstrap.sh if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,3 +40,9 @@ print("checkpoint iteration", state["iteration"], "device in config:", state["co
 PY
 echo "few-shot meta-iterations on cuda (5-way 1-shot, meta-batch 32, second order):"
 $PY -m metarl bench fewshot --device cuda --synthetic --iterations 20 --warmup 3 --variants loop,batched
+echo "MAML-TRPO 2D-navigation meta-iterations (post-update Fisher on 5 tasks, ls_rescale), update on cuda then cpu:"
+for dev in cuda cpu; do
+  chunk=$([ $dev = cuda ] && echo 0 || echo 4)
+  $PY -m metarl bench rl --iterations 5 --update-threads 0 --fisher-tasks 5 --fisher post \
+    --set trpo.ls_rescale=true --set device=$dev --set trpo.task_chunk=$chunk
+done

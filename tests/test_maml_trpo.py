@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from metarl.maml import Params, adapt, detach_params, params_of
+from metarl.maml import Params, adapt, adapt_batched, detach_params, params_of
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import entropy, kl_divergence, log_prob_gap, reinforce_loss, surrogate_loss
 from metarl.rl.maml_trpo import MAMLTRPO
@@ -138,6 +138,26 @@ def loop_adapt(algo: MAMLTRPO, train: list[Episodes], params: Params) -> list[Pa
             fast = adapt(loss_fn, fast, (task, adv), lr=algo.inner_lr, steps=steps)
         out.append(fast)
     return out
+
+
+def test_adapt_with_lr_decay_takes_the_decayed_step_on_each_later_batch() -> None:
+    """Test-time halving (``lr_decay``): batch j's step uses lr * decay**j, per task as plain ``adapt``."""
+    algo, policy, train, valid = problem(12, 2, True)
+    theta = detach_params(params_of(policy))
+    got = algo.adapt(train, lr_decay=0.5)
+    for n in range(N):
+        fast = dict(theta)
+        for j, batch in enumerate(train):
+            task, adv = batch.unstack()[n], algo.advantages(batch)[n]
+
+            def loss_fn(p: Params, data: tuple[Episodes, torch.Tensor]) -> torch.Tensor:
+                return reinforce_loss(algo.policy, p, data[0], data[1])
+
+            fast = adapt(loss_fn, fast, (task, adv), lr=algo.inner_lr * 0.5**j, steps=1)
+        for k in theta:
+            torch.testing.assert_close(got[k][n], fast[k], rtol=1e-12, atol=1e-12)
+    undecayed = algo.adapt(train)
+    assert any(not torch.allclose(undecayed[k], got[k]) for k in theta)
 
 
 def loop_objective(algo: MAMLTRPO, train: list[Episodes], valid: Episodes, old: list[Params]):
@@ -557,3 +577,46 @@ def test_lvc_inner_estimator_takes_the_same_step_and_adds_the_sampling_curvature
     torch.testing.assert_close(grads[1] - grads[0], expected, rtol=1e-7, atol=1e-10)
     with pytest.raises(ValueError, match="inner_estimator='dice'"):
         MAMLTRPO(policy, inner_estimator="dice")
+
+
+@pytest.mark.parametrize("case", ["gaussian", "gaussian-first-order", "gaussian-meta-sgd", "categorical"])
+def test_stacked_adaptation_equals_vmap_of_adapt_with_meta_gradients(case: str) -> None:
+    """MAMLTRPO adapts MLP policies without vmap (theta expanded to per-task copies, one backward
+    pass); it must give vmap-of-``adapt``'s params and their derivatives wrt theta (and the rates)."""
+    if case == "categorical":
+        torch.manual_seed(0)
+        policy = CategoricalMLPPolicy(2, 3, hidden_sizes=(6,)).double()
+        algo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=2)
+        g = torch.Generator().manual_seed(3)
+        obs = torch.randn(N, T, B, 2, generator=g, dtype=torch.float64)
+        masks = (torch.arange(T)[None, :, None] < torch.randint(2, T + 1, (N, 1, B), generator=g)).double()
+        with torch.no_grad():
+            dist = policy_distribution(policy, detach_params(params_of(policy)), obs, per_task=False)
+            actions = sample_actions(dist, g)
+            log_probs = dist.log_prob(actions)
+        rewards = torch.randn(N, T, B, generator=g, dtype=torch.float64) * masks
+        train = Episodes(obs, actions, rewards, masks, log_probs)
+    else:
+        algo, policy, train, _ = problem(13, 2, False, meta_sgd=case.endswith("meta-sgd"),
+                                         first_order=case.endswith("first-order"))
+    data = algo._inner_data(train)
+    results = []
+    for path in ("stacked", "vmap"):
+        leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params_of(policy).items()}
+        if path == "stacked":
+            fast = algo._adapt(data, leaves)
+        else:
+            params, lr = algo._split_lr(leaves)
+            fast = adapt_batched(algo._inner_loss, params, data.batches[0], lr=lr, steps=2,
+                                 first_order=algo.first_order)
+        scalar = sum((v.sin() * torch.linspace(0.5, 1.5, v.numel(), dtype=v.dtype).view_as(v)).sum()
+                     for v in fast.values())
+        grads = torch.autograd.grad(scalar, list(leaves.values()), allow_unused=True, materialize_grads=True)
+        results.append([fast[k].detach() for k in sorted(fast)] + list(grads))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # sampling and the line search: no graph, same numbers
+        plain = algo._adapt(data, detach_params(params_of(policy)))
+    for i, k in enumerate(sorted(plain)):
+        assert not plain[k].requires_grad
+        torch.testing.assert_close(plain[k], results[0][i], rtol=1e-12, atol=1e-12)

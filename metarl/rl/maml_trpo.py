@@ -26,7 +26,7 @@ after k steps (``adapt(batches[:k])``), as in the MAML paper's multi-step RL eva
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any, NamedTuple
 
@@ -225,7 +225,7 @@ class MAMLTRPO:
             return {k: v * factor for k, v in lr.items()} if isinstance(lr, Mapping) else lr * factor
 
         if getattr(self.policy, "stacked", None) is not None:
-            return self._adapt_stacked(data, params, scaled, lr_decay)
+            return self._adapt_stacked(data, params, lr, lr_decay)
         if len(data.batches) == 1:
             return adapt_batched(
                 self._inner_loss,
@@ -251,9 +251,7 @@ class MAMLTRPO:
 
         return torch.func.vmap(one_task, randomness="different")(data.batches)
 
-    def _adapt_stacked(
-        self, data: _InnerData, params: Params, scaled: Callable[[float], LearningRate], lr_decay: float
-    ) -> Params:
+    def _adapt_stacked(self, data: _InnerData, params: Params, lr: LearningRate, lr_decay: float) -> Params:
         """:meth:`_adapt` for policies with a stacked forward (the MLP policies), without vmap.
 
         theta is expanded to N per-task copies ``[N, *shape]`` (views) and the inner loss
@@ -265,7 +263,7 @@ class MAMLTRPO:
         Without a differentiable theta (sampling, the line search) the graph is not kept.
         """
         n = data.batches[0][1].shape[0]
-        lrs = list(scaled(1.0).values()) if isinstance(scaled(1.0), Mapping) else []  # type: ignore[union-attr]
+        lrs = list(lr.values()) if isinstance(lr, Mapping) else []
         differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in [*params.values(), *lrs])
         create_graph = differentiable and not self.first_order
 
@@ -276,13 +274,14 @@ class MAMLTRPO:
         with torch.enable_grad():
             fast = {k: expand(v) for k, v in params.items()}
             for j, (episode_fields, advantages) in enumerate(data.batches):
-                lr = scaled(lr_decay**j)
+                factor = lr_decay**j
+                step_lr = {k: v * factor for k, v in lr.items()} if isinstance(lr, Mapping) else lr * factor
                 for _ in range(data.steps_per_batch):
                     loss = n * self._inner_fn(self.policy, fast, Episodes(*episode_fields), advantages, per_task=True)
                     grads = torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph)
                     if not create_graph:
                         grads = tuple(g.detach() for g in grads)
-                    fast = sgd_step(fast, dict(zip(fast, grads, strict=True)), lr)
+                    fast = sgd_step(fast, dict(zip(fast, grads, strict=True)), step_lr)
                     if not differentiable:
                         fast = {k: v.detach().requires_grad_(True) for k, v in fast.items()}
         return fast if differentiable else {k: v.detach() for k, v in fast.items()}

@@ -119,6 +119,10 @@ def stacked_mlp(
     rollout pays that once. Handles a :class:`TanhMLP` (its folded sigmoid form) and a
     ``Sequential`` of ``nn.Linear`` and elementwise activation modules. Returns ``None`` when
     ``params`` do not hold every layer's stacked weight and bias (the caller falls back to vmap).
+    With N = 1, ``f`` also takes any ``x [n, ..., in]``, running that one set on each of the n
+    blocks. Each block ``x[i]`` is its own matrix product, so its rows come out bit for bit the
+    same whatever else is in the call (one flat product over all rows would not: MKL's rounding
+    varies with the row count); a rollout split across Ray actors then equals the local one.
     """
     layers: list[tuple[torch.Tensor, torch.Tensor] | nn.Module] = []
     for i, module in enumerate(net):
@@ -150,6 +154,8 @@ def stacked_mlp(
         for step in steps:
             if isinstance(step, tuple):
                 b, wt, sigmoid = step
+                if b.shape[0] != n:  # one parameter set for all n: a view per row block, no copy
+                    b, wt = b.expand(n, -1, -1), wt.expand(n, -1, -1)
                 h = torch.baddbmm(b, h, wt)
                 if sigmoid:
                     h = torch.sigmoid(h)

@@ -150,7 +150,7 @@ def policy_distribution_fn(
     many calls with the same ``params`` (a rollout: one call per time step).
 
     The MLP policies (their ``stacked`` method) run one batched matmul per layer, the
-    layers prepared here once; shared params are one stacked set over all of ``obs``.
+    layers prepared here once; shared params are one stacked set, run on each ``obs[i]``.
     Other policies go through ``functional_call`` (and ``vmap`` over tasks).
     """
     stacked = getattr(policy, "stacked", None)
@@ -159,10 +159,10 @@ def policy_distribution_fn(
             forward = stacked(params)
             if forward is not None:
                 return forward
-        else:
+        else:  # one stacked set, run on each block obs[i] (see metarl.nets.stacked_mlp)
             one = stacked({k: v.unsqueeze(0) for k, v in params.items()})
             if one is not None:
-                return lambda obs: _squeeze_task_dim(one(obs.unsqueeze(0)))
+                return lambda obs: one(obs) if obs.dim() > 1 else _squeeze_task_dim(one(obs.unsqueeze(0)))
     if not per_task:
         return lambda obs: functional_forward(policy, params, obs)
 

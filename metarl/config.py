@@ -210,6 +210,8 @@ class TRPOConfig:
                           "puts the bound (min(ls_ratio, 0.95 sqrt(max_kl / kl))) instead of by ls_ratio: fewer "
                           "evaluations with an approximate Fisher; false: plain backtracking (the paper's)")
     fisher_tasks: int = nonneg(0, "Fisher-vector products on this many random tasks (0: all, exact)")
+    fisher_episodes: int = nonneg(0, "Fisher-vector products on this many random episodes of each task "
+                                  "(0: all); with fisher_tasks, of each chosen task")
     fisher: str = choice("meta", "meta: the Fisher of the KL through the inner adaptation (exact, the paper's); "
                          "post: the post-update policies' own Fisher (d theta'/d theta taken as I: far "
                          "cheaper products, approximate; the line search still checks the exact KL)",

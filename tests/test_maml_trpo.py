@@ -481,6 +481,45 @@ def test_post_update_fisher_is_the_mean_fisher_of_the_adapted_policies(fisher_ta
         assert float((exact - expected).norm()) > 1e-3 * float(expected.norm())
 
 
+@pytest.mark.parametrize("fisher", ["post", "meta"])
+def test_fisher_episodes_restricts_the_fisher_to_the_drawn_episodes_of_every_task(fisher: str) -> None:
+    """``fisher_episodes=k``: the Fisher-vector products use k random valid episodes of each task
+    (the same k for all, drawn from the step's generator), explicit Hessians / the objective's KL
+    on those episodes alone; with fisher_tasks too, the tasks are drawn first."""
+    for fisher_tasks in (0, 1):
+        algo, policy, train, valid = problem(14, 1, False, fisher=fisher, fisher_episodes=2, fisher_tasks=fisher_tasks)
+        theta = detach_params(params_of(policy))
+        leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+        kl = algo._fisher_kl(algo._inner_data(train), valid, algo.advantages(valid), algo.adapt(train, theta))
+        got = fisher_vector_product(kl(leaves), leaves, 0.0)
+        g = torch.Generator().manual_seed(0)  # MAMLTRPO's seed: tasks first, then episodes
+        tasks = torch.randperm(N, generator=g)[:1].sort().values if fisher_tasks else torch.arange(N)
+        episodes = torch.randperm(B, generator=g)[:2].sort().values
+        fields = ("observations", "actions", "rewards", "masks", "log_probs")
+        sub_train = Episodes(*(getattr(train, f)[tasks] for f in fields))
+        sub_valid = Episodes(*(getattr(valid, f)[tasks][:, :, episodes] for f in fields))
+        v = torch.randn(flatten(theta).numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+        if fisher == "post":
+            expected = _post_fisher_explicit(algo, policy, sub_train, sub_valid) @ v
+        else:  # the exact objective's KL, built on the sub-batch alone (the adaptation sees every train episode)
+            sub_algo = MAMLTRPO(policy, inner_lr=algo.inner_lr, inner_steps=1)
+            objective = sub_algo._objective(sub_algo._inner_data(sub_train), sub_valid, sub_algo.advantages(sub_valid),
+                                            sub_algo.adapt(sub_train, theta))
+            fresh = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
+            expected = fisher_vector_product(objective(fresh)[1], fresh, 0.0)(v)
+        torch.testing.assert_close(got(v), expected)
+        everything = MAMLTRPO(policy, inner_lr=algo.inner_lr, inner_steps=1, fisher=fisher, fisher_tasks=fisher_tasks)
+        all_kl = everything._fisher_kl(everything._inner_data(train), valid, everything.advantages(valid),
+                                       everything.adapt(train, theta))
+        fresh = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
+        full = (fisher_vector_product(all_kl(fresh), fresh, 0.0) if all_kl is not None else None)
+        if full is not None:
+            assert float((full(v) - expected).norm()) > 1e-6 * float(expected.norm())  # a real restriction
+    assert algo.step(train, valid)["accepted"] == 1.0
+    with pytest.raises(ValueError, match="fisher_episodes=-1"):
+        MAMLTRPO(policy, fisher_episodes=-1)
+
+
 def test_post_update_fisher_equals_the_exact_one_when_the_inner_step_is_zero() -> None:
     """With inner lr 0, theta' = theta and J = I: both Fishers, and so both steps, coincide."""
     results = []

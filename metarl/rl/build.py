@@ -85,7 +85,8 @@ def make_algo(cfg: RLConfig, policy: nn.Module) -> MAMLTRPO:
         max_kl=cfg.trpo.max_kl, cg_iters=cfg.trpo.cg_iters, cg_damping=cfg.trpo.cg_damping,
         ls_ratio=cfg.trpo.ls_ratio, ls_max_steps=cfg.trpo.ls_max_steps, ls_rescale=cfg.trpo.ls_rescale, gamma=cfg.gamma,
         gae_lambda=cfg.gae_lambda, normalize_advantages=cfg.normalize_advantages, inner_estimator=cfg.inner_estimator,
-        fisher_tasks=cfg.trpo.fisher_tasks, fisher=cfg.trpo.fisher, task_chunk=cfg.trpo.task_chunk, seed=cfg.seed,
+        fisher_tasks=cfg.trpo.fisher_tasks, fisher_episodes=cfg.trpo.fisher_episodes, fisher=cfg.trpo.fisher,
+        task_chunk=cfg.trpo.task_chunk, seed=cfg.seed,
     )
 
 

@@ -117,8 +117,9 @@ def stacked_mlp(
     per-call work, which dominates on the rollout loop's small batches (one policy call per
     time step); the layers are prepared (folded, transposed) once per parameter set, so a
     rollout pays that once. Handles a :class:`TanhMLP` (its folded sigmoid form) and a
-    ``Sequential`` of ``nn.Linear`` and elementwise activation modules. Returns ``None`` when
-    ``params`` do not hold every layer's stacked weight and bias (the caller falls back to vmap).
+    ``Sequential`` of ``nn.Linear`` and parameter-free elementwise modules. Returns ``None`` when
+    ``params`` do not hold every layer's stacked weight and bias, or another layer has parameters
+    of its own (the caller falls back to vmap).
     With N = 1, ``f`` also takes any ``x [n, ..., in]``, running that one set on each of the n
     blocks. Each block ``x[i]`` is its own matrix product, so its rows come out bit for bit the
     same whatever else is in the call (one flat product over all rows would not: MKL's rounding
@@ -131,6 +132,8 @@ def stacked_mlp(
             if w is None or b is None or w.dim() != 3 or b.dim() != 2:
                 return None
             layers.append((w, b))
+        elif any(True for _ in module.parameters()):  # e.g. a LayerNorm: its params would not be params'
+            return None
         else:
             layers.append(module)
     steps: list[tuple[torch.Tensor, torch.Tensor, bool] | nn.Module] = []  # (bias, weight^T, sigmoid after)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from metarl.maml import functional_forward
-from metarl.nets import Tanh
+from metarl.nets import Tanh, stacked_mlp
 from metarl.rl.policies import (
     CategoricalMLPPolicy,
     GaussianMLPPolicy,
@@ -172,3 +172,13 @@ def test_a_tasks_actions_do_not_depend_on_the_tasks_beside_it_bit_for_bit(per_ta
                     sub = {k: v[part] for k, v in stacked.items()} if per_task else theta
                     got = policy_distribution(policy, sub, obs[part], per_task=per_task).base_dist.loc
                     assert torch.equal(got, full[part]), (obs_dim, act_dim, b, n, cut)
+
+
+def test_stacked_mlp_declines_layers_with_parameters_of_their_own() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    params = {k: v.detach()[None] for k, v in net.named_parameters()}
+    assert stacked_mlp(net, params, "") is None
+    plain = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    params = {k: v.detach()[None] for k, v in plain.named_parameters()}
+    x = torch.randn(1, 5, 3)
+    torch.testing.assert_close(stacked_mlp(plain, params, "")(x), plain(x))

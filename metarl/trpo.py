@@ -122,6 +122,7 @@ def trust_region_step(
     ls_max_steps: int = 15,
     fisher_kl: Callable[[Params], torch.Tensor] | None = None,
     ls_rescale: bool = False,
+    fisher_product: Callable[[Params], Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> tuple[Params, dict[str, float]]:
     """One TRPO update of ``params``: natural-gradient direction, KL-scaled step, line search.
 
@@ -140,6 +141,9 @@ def trust_region_step(
             stands in for F in conjugate gradient and the step scaling (rllab's
             ``subsample_factor``); the line search still checks the full ``kl``. ``None``:
             the exact Fisher of ``objective``'s KL.
+        fisher_product: optional ``params -> (v -> F v)``, the (undamped) Fisher-vector product
+            at ``params`` computed some other way than double backprop of a KL (e.g. factored);
+            takes precedence over ``fisher_kl``. Damping is added here.
         ls_rescale: when a candidate breaks the KL bound, shrink the step by
             ``min(ls_ratio, 0.95 * sqrt(max_kl / kl))`` instead of ``ls_ratio``: the
             quadratic model of the KL refitted on the measured value. With an approximate
@@ -193,7 +197,13 @@ def trust_region_step(
     if metrics["grad_norm"] == 0.0:
         return {k: v.clone() for k, v in old.items()}, metrics
 
-    fvp = fisher_vector_product(kl if fisher_kl is None else fisher_kl(leaves), leaves, cg_damping)
+    if fisher_product is not None:
+        product = fisher_product(leaves)
+
+        def fvp(v: torch.Tensor) -> torch.Tensor:
+            return product(v) + cg_damping * v
+    else:
+        fvp = fisher_vector_product(kl if fisher_kl is None else fisher_kl(leaves), leaves, cg_damping)
     s, residual = conjugate_gradient(fvp, g, iters=cg_iters, return_residual=True)
     sFs = float(torch.dot(s, g - residual))  # = s^T (F + damping I) s, without an 11th product
     del fvp, kl, loss  # free the double-backprop graph before the line search

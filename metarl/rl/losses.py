@@ -183,6 +183,15 @@ def surrogate_and_kl_of(
     return loss, masked_mean(_kl(old_dist, dist), episodes.masks)
 
 
+def kl_of(
+    policy: nn.Module, params: Mapping[str, torch.Tensor], episodes: Episodes, old_dist: Distribution
+) -> torch.Tensor:
+    """Mean ``KL(old_dist || pi_params)`` over the live states of ``episodes``, per-task ``params``
+    (``[N, ...]``); ``old_dist`` as from :func:`old_distribution`."""
+    dist = policy_distribution(policy, params, _observations(episodes), per_task=True)
+    return masked_mean(_kl(old_dist, dist), episodes.masks)
+
+
 def old_distribution(
     policy: nn.Module, old_params: Mapping[str, torch.Tensor], episodes: Episodes, *, per_task: bool = False
 ) -> Distribution:

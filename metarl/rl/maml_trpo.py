@@ -26,7 +26,7 @@ after k steps (``adapt(batches[:k])``), as in the MAML paper's multi-step RL eva
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, NamedTuple
 
@@ -39,6 +39,7 @@ from metarl.rl.advantages import gae, normalize_advantages
 from metarl.rl.baseline import linear_baseline_values
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import (
+    kl_of,
     masked_mean,
     old_distribution,
     policy_log_prob,
@@ -48,7 +49,7 @@ from metarl.rl.losses import (
     surrogate_loss,
 )
 from metarl.rl.policies import LR_PREFIX, detach_distribution, lr_key
-from metarl.trpo import trust_region_step
+from metarl.trpo import flatten, trust_region_step, unflatten
 
 TrainEpisodes = Episodes | Sequence[Episodes]
 #: One train batch as vmap consumes it: the Episodes fields (declaration order) and advantages.
@@ -115,6 +116,9 @@ class MAMLTRPO:
             (up to float rounding; tested); only speed differs. On the 2-core CPU, chunks of 2-4
             tasks measured 10-20% faster than one call for all 20 tasks and than a per-task
             loop (chunks of 1), see README "Speed". On a GPU use 0.
+        fisher_factored: compute meta-Fisher products as J^T F' J (:meth:`_meta_fisher_product`)
+            where that is exact and possible (one inner step with a fixed rate, an MLP policy);
+            ``False``: always double backprop through the adaptation. Same numbers, other speed.
         seed: seeds the choice of those tasks.
     """
 
@@ -140,6 +144,7 @@ class MAMLTRPO:
         fisher_episodes: int = 0,
         fisher: str = "meta",
         task_chunk: int = 4,
+        fisher_factored: bool = True,
         seed: int = 0,
     ) -> None:
         if inner_steps < 0:
@@ -184,6 +189,7 @@ class MAMLTRPO:
         if task_chunk < 0:
             raise ValueError(f"MAMLTRPO: task_chunk={task_chunk} must be >= 0 (0: all tasks at once)")
         self.task_chunk = int(task_chunk)
+        self.fisher_factored = bool(fisher_factored)
         self.fisher_generator = torch.Generator().manual_seed(int(seed))
 
     # ------------------------------------------------------------------ estimators
@@ -342,15 +348,12 @@ class MAMLTRPO:
         """``params -> (surrogate, mean KL)`` over all tasks (:class:`_MetaObjective`)."""
         return _MetaObjective(self, data, valid_episodes, valid_advantages, old_params)
 
-    def _fisher_kl(
+    def _fisher_subset(
         self, data: _InnerData, valid_episodes: Episodes, valid_advantages: torch.Tensor, old_params: Params
-    ) -> Any:
-        """The KL whose Hessian preconditions the step: on ``fisher_tasks`` random tasks (all if 0),
-        through the adaptation (``fisher="meta"``; ``None`` for all tasks: the objective's own
-        KL) or of the post-update policies alone (``fisher="post"``)."""
+    ) -> tuple[_InnerData, Episodes, torch.Tensor, Params]:
+        """The inputs of the Fisher-vector products: ``fisher_tasks`` random tasks (all if 0) and of
+        those ``fisher_episodes`` random valid episodes (all if 0), drawn from ``fisher_generator``."""
         n, b = valid_episodes.masks.shape[0], valid_episodes.masks.shape[-1]
-        if self._exact_fisher(n, b):
-            return None
         if 0 < self.fisher_tasks < n:
             idx = torch.randperm(n, generator=self.fisher_generator)[: self.fisher_tasks].sort().values
             data, valid_episodes, valid_advantages, old_params = self._subset(
@@ -360,6 +363,19 @@ class MAMLTRPO:
             ep = torch.randperm(b, generator=self.fisher_generator)[: self.fisher_episodes].sort().values
             valid_episodes = Episodes(*(f[:, :, ep] for f in _as_tuple(valid_episodes)))
             valid_advantages = valid_advantages[:, :, ep]
+        return data, valid_episodes, valid_advantages, old_params
+
+    def _fisher_kl(
+        self, data: _InnerData, valid_episodes: Episodes, valid_advantages: torch.Tensor, old_params: Params
+    ) -> Any:
+        """The KL whose Hessian preconditions the step, on :meth:`_fisher_subset`'s inputs: through
+        the adaptation (``fisher="meta"``; ``None`` for all tasks and episodes: the objective's
+        own KL) or of the post-update policies alone (``fisher="post"``)."""
+        if self._exact_fisher(valid_episodes.masks.shape[0], valid_episodes.masks.shape[-1]):
+            return None
+        data, valid_episodes, valid_advantages, old_params = self._fisher_subset(
+            data, valid_episodes, valid_advantages, old_params
+        )
         if self.fisher == "meta":
             objective = self._objective(data, valid_episodes, valid_advantages, old_params)
             return lambda params: objective(params)[1]
@@ -372,6 +388,59 @@ class MAMLTRPO:
             return surrogate_and_kl(self.policy, fast, valid_episodes, valid_advantages, old_dist, per_task=True)[1]
 
         return post_update_kl
+
+    def _factored(self, data: _InnerData) -> bool:
+        """Whether the meta-Fisher products can be factored (:meth:`_meta_fisher_product`): one
+        second-order inner step with a fixed rate, on an MLP policy."""
+        return (
+            self.fisher == "meta" and self.fisher_factored and not self.first_order
+            and len(data.batches) == 1 and data.steps_per_batch == 1
+            and getattr(self.policy, "stacked", None) is not None
+            and not any(k.startswith(LR_PREFIX) for k in params_of(self.policy))
+        )
+
+    def _meta_fisher_product(
+        self, data: _InnerData, valid_episodes: Episodes, old_params: Params, params: Params
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``v -> F v`` for the meta-Fisher at theta_0 = ``params``, factored as J^T F' J.
+
+        The KL through the adaptation is ``mean_i KL_i(theta'_i(theta))`` with KL_i's value and
+        gradient 0 at theta'_i(theta_0) (pi_old is the post-update policy there). Its Hessian at
+        theta_0 is therefore exactly ``mean_i J_i^T F_i J_i``: F_i the Fisher of the post-update
+        policy i (the Hessian of KL_i), J_i = d theta'_i / d theta = I - alpha H_i with H_i the
+        inner loss's Hessian (symmetric, so J_i^T = J_i); the term with the second derivative of
+        theta'_i is multiplied by KL_i's zero gradient. Each product is then three Hessian-vector
+        products on retained graphs: H_i v (all tasks in one backward pass, theta expanded to
+        per-task copies as in :meth:`_adapt_stacked`), F_i u_i on the valid states, H_i w_i, where
+        double backprop through the whole second-order adaptation costs more (README "Speed").
+        Equal to it to float rounding (tested).
+        """
+        (episode_fields, advantages), = data.batches
+        n = valid_episodes.masks.shape[0]
+        alpha = self.inner_lr
+        names = list(params)
+        with torch.enable_grad():
+            copies = {k: params[k].detach().unsqueeze(0).expand(n, *params[k].shape).requires_grad_(True)
+                      for k in names}
+            inner = n * self._inner_fn(self.policy, copies, Episodes(*episode_fields), advantages, per_task=True)
+            inner_grads = torch.autograd.grad(inner, [copies[k] for k in names], create_graph=True)
+            phi = {k: old_params[k].detach().clone().requires_grad_(True) for k in names}
+            old_dist = old_distribution(self.policy, old_params, valid_episodes, per_task=True)
+            kl = kl_of(self.policy, phi, valid_episodes, old_dist)
+            kl_grads = torch.autograd.grad(kl, [phi[k] for k in names], create_graph=True)
+        leaves_c, leaves_p = [copies[k] for k in names], [phi[k] for k in names]
+
+        def hvp_inner(vs: list[torch.Tensor]) -> list[torch.Tensor]:
+            return list(torch.autograd.grad(inner_grads, leaves_c, grad_outputs=vs, retain_graph=True))
+
+        def product(v: torch.Tensor) -> torch.Tensor:
+            vs = [t.unsqueeze(0).expand(n, *t.shape) for t in unflatten(v, params).values()]
+            u = [a - alpha * h for a, h in zip(vs, hvp_inner(vs), strict=True)]  # J_i v
+            fu = list(torch.autograd.grad(kl_grads, leaves_p, grad_outputs=u, retain_graph=True))  # F_i u_i / n
+            w = [a - alpha * h for a, h in zip(fu, hvp_inner(fu), strict=True)]  # J_i^T (F_i u_i) / n
+            return flatten([t.sum(0) for t in w]).detach()
+
+        return product
 
     def _exact_fisher(self, n_tasks: int, n_episodes: int) -> bool:
         subsampled = 0 < self.fisher_tasks < n_tasks or 0 < self.fisher_episodes < n_episodes
@@ -422,11 +491,20 @@ class MAMLTRPO:
             kl = self._fisher_kl(data, valid_episodes, valid_advantages, objective.old_params)
             return kl(params)
 
+        def fisher_product(params: Params) -> Callable[[torch.Tensor], torch.Tensor]:
+            assert objective.old_params is not None
+            sub_data, sub_valid, _, sub_old = self._fisher_subset(
+                data, valid_episodes, valid_advantages, objective.old_params
+            )
+            return self._meta_fisher_product(sub_data, sub_valid, sub_old, params)
+
         exact = self._exact_fisher(n_tasks, valid_episodes.masks.shape[-1])
+        factored = self._factored(data)
         new_params, metrics = trust_region_step(
             objective,
             theta0,
-            fisher_kl=None if exact else fisher_kl,
+            fisher_kl=None if exact or factored else fisher_kl,
+            fisher_product=fisher_product if factored else None,
             max_kl=self.max_kl,
             cg_iters=self.cg_iters,
             cg_damping=self.cg_damping,

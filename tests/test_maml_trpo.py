@@ -693,3 +693,32 @@ def test_factored_meta_fisher_product_equals_double_backprop_through_the_adaptat
         steps = kwargs.pop("inner_steps", 1)
         algo, *_rest = problem(15, steps, False, **kwargs)
         assert not algo._factored(algo._inner_data(_rest[1]))
+
+
+def test_factored_meta_fisher_product_with_a_categorical_policy() -> None:
+    torch.manual_seed(0)
+    policy = CategoricalMLPPolicy(2, 3, hidden_sizes=(6,)).double()
+    algo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=1)
+    g = torch.Generator().manual_seed(5)
+
+    def sample(params: Params, per_task: bool) -> Episodes:
+        obs = torch.randn(N, T, B, 2, generator=g, dtype=torch.float64)
+        masks = (torch.arange(T)[None, :, None] < torch.randint(2, T + 1, (N, 1, B), generator=g)).double()
+        with torch.no_grad():
+            dist = policy_distribution(policy, params, obs, per_task=per_task)
+            actions = sample_actions(dist, g)
+        rewards = torch.randn(N, T, B, generator=g, dtype=torch.float64) * masks
+        return Episodes(obs, actions, rewards, masks, dist.log_prob(actions))
+
+    theta = detach_params(params_of(policy))
+    train = sample(theta, False)
+    old = algo.adapt(train)
+    valid = sample(old, True)
+    data = algo._inner_data(train)
+    assert algo._factored(data)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+    got = algo._meta_fisher_product(data, valid, old, leaves)
+    want = fisher_vector_product(algo._objective(data, valid, algo.advantages(valid), old)(leaves)[1], leaves, 0.0)
+    v = torch.randn(flatten(theta).numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got(v), want(v), rtol=1e-9, atol=1e-12)
+    assert float(want(v).norm()) > 0

@@ -305,11 +305,14 @@ def test_step_runs_in_float32_with_module_params() -> None:
     assert m["logp_gap"] < 1e-4
 
 
-def test_step_with_a_categorical_policy() -> None:
+def categorical_problem(seed: int, inner_steps: int = 1):
+    """A categorical MLP policy, its MAMLTRPO and ``sample(params, per_task)``: synthetic stacked
+    episodes [N, T, B] drawn from ``params`` in which task n is rewarded for action n; padded
+    steps hold action -1 (out of range: it must be ignored)."""
     torch.manual_seed(0)
     policy = CategoricalMLPPolicy(2, 3, hidden_sizes=(6,)).double()
-    algo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=1)
-    g = torch.Generator().manual_seed(0)
+    algo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=inner_steps)
+    g = torch.Generator().manual_seed(seed)
 
     def sample(params: Params, per_task: bool) -> Episodes:
         obs = torch.randn(N, T, B, 2, generator=g, dtype=torch.float64)
@@ -318,10 +321,15 @@ def test_step_with_a_categorical_policy() -> None:
             dist = policy_distribution(policy, params, obs, per_task=per_task)
             actions = sample_actions(dist, g)
             log_probs = dist.log_prob(actions)
-        actions = torch.where(masks > 0, actions, -1)  # out-of-range padding must be ignored
-        rewards = (actions == torch.arange(N)[:, None, None]).double() * masks  # task n likes action n
+        actions = torch.where(masks > 0, actions, -1)
+        rewards = (actions == torch.arange(N)[:, None, None]).double() * masks
         return Episodes(obs, actions, rewards, masks, log_probs)
 
+    return policy, algo, sample
+
+
+def test_step_with_a_categorical_policy() -> None:
+    policy, algo, sample = categorical_problem(0)
     train = sample(detach_params(params_of(policy)), False)
     valid = sample(algo.adapt(train), True)
     m = algo.step(train, valid)
@@ -623,18 +631,8 @@ def test_stacked_adaptation_equals_vmap_of_adapt_with_meta_gradients(case: str) 
     """MAMLTRPO adapts MLP policies without vmap (theta expanded to per-task copies, one backward
     pass); it must give vmap-of-``adapt``'s params and their derivatives wrt theta (and the rates)."""
     if case == "categorical":
-        torch.manual_seed(0)
-        policy = CategoricalMLPPolicy(2, 3, hidden_sizes=(6,)).double()
-        algo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=2)
-        g = torch.Generator().manual_seed(3)
-        obs = torch.randn(N, T, B, 2, generator=g, dtype=torch.float64)
-        masks = (torch.arange(T)[None, :, None] < torch.randint(2, T + 1, (N, 1, B), generator=g)).double()
-        with torch.no_grad():
-            dist = policy_distribution(policy, detach_params(params_of(policy)), obs, per_task=False)
-            actions = sample_actions(dist, g)
-            log_probs = dist.log_prob(actions)
-        rewards = torch.randn(N, T, B, generator=g, dtype=torch.float64) * masks
-        train = Episodes(obs, actions, rewards, masks, log_probs)
+        policy, algo, sample = categorical_problem(3, inner_steps=2)
+        train = sample(detach_params(params_of(policy)), False)
     else:
         algo, policy, train, _ = problem(13, 2, False, meta_sgd=case.endswith("meta-sgd"),
                                          first_order=case.endswith("first-order"))
@@ -696,20 +694,7 @@ def test_factored_meta_fisher_product_equals_double_backprop_through_the_adaptat
 
 
 def test_factored_meta_fisher_product_with_a_categorical_policy() -> None:
-    torch.manual_seed(0)
-    policy = CategoricalMLPPolicy(2, 3, hidden_sizes=(6,)).double()
-    algo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=1)
-    g = torch.Generator().manual_seed(5)
-
-    def sample(params: Params, per_task: bool) -> Episodes:
-        obs = torch.randn(N, T, B, 2, generator=g, dtype=torch.float64)
-        masks = (torch.arange(T)[None, :, None] < torch.randint(2, T + 1, (N, 1, B), generator=g)).double()
-        with torch.no_grad():
-            dist = policy_distribution(policy, params, obs, per_task=per_task)
-            actions = sample_actions(dist, g)
-        rewards = torch.randn(N, T, B, generator=g, dtype=torch.float64) * masks
-        return Episodes(obs, actions, rewards, masks, dist.log_prob(actions))
-
+    policy, algo, sample = categorical_problem(5)
     theta = detach_params(params_of(policy))
     train = sample(theta, False)
     old = algo.adapt(train)

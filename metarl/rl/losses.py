@@ -147,10 +147,8 @@ def kl_divergence(
     (``torch.distributions.kl_divergence``), not a sample estimate. ``per_task`` applies
     to both parameter dicts. Returns a scalar.
     """
-    obs = _observations(episodes)
-    old = policy_distribution(policy, detach_params(old_params), obs, per_task=per_task)
-    new = policy_distribution(policy, params, obs, per_task=per_task)
-    return masked_mean(_kl(old, new), episodes.masks)
+    old = old_distribution(policy, old_params, episodes, per_task=per_task)
+    return kl_of(policy, params, episodes, old, per_task=per_task)
 
 
 def surrogate_and_kl(
@@ -184,11 +182,16 @@ def surrogate_and_kl_of(
 
 
 def kl_of(
-    policy: nn.Module, params: Mapping[str, torch.Tensor], episodes: Episodes, old_dist: Distribution
+    policy: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    episodes: Episodes,
+    old_dist: Distribution,
+    *,
+    per_task: bool = False,
 ) -> torch.Tensor:
-    """Mean ``KL(old_dist || pi_params)`` over the live states of ``episodes``, per-task ``params``
-    (``[N, ...]``); ``old_dist`` as from :func:`old_distribution`."""
-    dist = policy_distribution(policy, params, _observations(episodes), per_task=True)
+    """Mean ``KL(old_dist || pi_params)`` over the live states of ``episodes``, with ``old_dist``
+    computed once (:func:`old_distribution`): :func:`kl_divergence` without recomputing pi_old."""
+    dist = policy_distribution(policy, params, _observations(episodes), per_task=per_task)
     return masked_mean(_kl(old_dist, dist), episodes.masks)
 
 

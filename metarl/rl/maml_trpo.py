@@ -44,7 +44,6 @@ from metarl.rl.losses import (
     old_distribution,
     policy_log_prob,
     reinforce_loss,
-    surrogate_and_kl,
     surrogate_and_kl_of,
     surrogate_loss,
 )
@@ -385,7 +384,7 @@ class MAMLTRPO:
 
         def post_update_kl(params: Params) -> torch.Tensor:
             fast = {k: old_params[k] + (v - v.detach()) for k, v in params.items()}
-            return surrogate_and_kl(self.policy, fast, valid_episodes, valid_advantages, old_dist, per_task=True)[1]
+            return kl_of(self.policy, fast, valid_episodes, old_dist, per_task=True)
 
         return post_update_kl
 
@@ -426,7 +425,7 @@ class MAMLTRPO:
             inner_grads = torch.autograd.grad(inner, [copies[k] for k in names], create_graph=True)
             phi = {k: old_params[k].detach().clone().requires_grad_(True) for k in names}
             old_dist = old_distribution(self.policy, old_params, valid_episodes, per_task=True)
-            kl = kl_of(self.policy, phi, valid_episodes, old_dist)
+            kl = kl_of(self.policy, phi, valid_episodes, old_dist, per_task=True)
             kl_grads = torch.autograd.grad(kl, [phi[k] for k in names], create_graph=True)
         leaves_c, leaves_p = [copies[k] for k in names], [phi[k] for k in names]
 

@@ -37,6 +37,7 @@ __all__ = [
     "HalfCheetahDirEnv",
     "HalfCheetahVelEnv",
     "Navigation2DEnv",
+    "builtin_id",
     "describe",
     "format_envs_table",
 ]
@@ -55,6 +56,15 @@ ENV_IDS: tuple[str, ...] = tuple(_REGISTRY)
 for _id, (_entry_point, _steps) in _REGISTRY.items():
     if _id not in gymnasium.registry:
         gymnasium.register(id=_id, entry_point=_entry_point, max_episode_steps=_steps)
+
+
+def builtin_id(env_id: str, who: str) -> str:
+    """``env_id`` without an ``envs:`` prefix, checked to be a built-in id (the fast samplers' envs);
+    ``who`` names the caller in the error."""
+    env_id = env_id.removeprefix("envs:")
+    if env_id not in ENV_IDS:
+        raise ValueError(f"{who}: unknown env id {env_id!r}; known: {list(ENV_IDS)}")
+    return env_id
 
 
 def describe() -> list[dict[str, Any]]:

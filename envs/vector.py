@@ -235,9 +235,7 @@ def make_vec(
     env_id: str, num_envs: int, *, num_workers: int | None = None, env_kwargs: dict[str, Any] | None = None
 ) -> VecTaskEnv:
     """The batched implementation of ``env_id`` (an id of :data:`envs.ENV_IDS`, ``envs:`` prefix allowed)."""
-    env_id = env_id.removeprefix("envs:")
-    if env_id not in envs.ENV_IDS:
-        raise ValueError(f"make_vec: unknown env id {env_id!r}; known: {list(envs.ENV_IDS)}")
+    env_id = envs.builtin_id(env_id, "make_vec")
     if num_envs < 1:
         raise ValueError(f"make_vec: num_envs must be >= 1, got {num_envs}")
     entry = gymnasium.spec(env_id).entry_point

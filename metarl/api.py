@@ -11,7 +11,8 @@ from torch import nn
 
 from metarl.checkpoint import load_checkpoint
 from metarl.config import CommonConfig, config_from_dict
-from metarl.maml import LearningRate, Params, adapt, detach_params, functional_forward
+from metarl.families import family_of
+from metarl.maml import LearningRate, Params, detach_params, functional_forward
 
 
 @dataclass
@@ -26,24 +27,13 @@ class Run:
 
     def transform(self, raw: Any) -> torch.Tensor:
         """The run's input preprocessing (identity for sinusoids; image runs: to 28x28/84x84 tensors)."""
-        if self.config.benchmark == "classification":
-            from metarl.fewshot.datasets import transform_images
-
-            return transform_images(self.config, raw)
-        return torch.as_tensor(raw, dtype=torch.float32)
+        return family_of(self.config).transform(self.config, raw)
 
     def adapt(self, *data: Any, steps: int | None = None) -> Params:
         """Params after the run's test-time inner loop: ``adapt(x_support, y_support)`` for supervised
         runs, ``adapt(episodes)`` (pre-update ``Episodes``) for RL runs."""
         steps = self.config.inner.test_steps if steps is None else steps
-        if self.config.benchmark == "rl":
-            from metarl.rl.build import adapt_policy
-
-            return adapt_policy(self, data[0], steps=steps)
-        from metarl.fewshot.learner import make_loss
-
-        loss = make_loss(self.module, "mse" if self.config.benchmark == "sinusoid" else "ce")
-        return adapt(loss, self.params, (data[0], data[1]), lr=self.lr, steps=steps, first_order=True)
+        return family_of(self.config).adapt(self, *data, steps=steps)
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Outputs (regression) or logits (classification) of the model with ``params``."""
@@ -61,14 +51,7 @@ def load(path: str | Path) -> Run:
     state = load_checkpoint(path)
     cfg = config_from_dict(state["config"])
     learner = state["learner"]
-    if cfg.benchmark == "rl":
-        from metarl.rl.build import policy_module
-
-        module = policy_module(cfg)
-    else:
-        from metarl.fewshot.build import module_factory
-
-        module = module_factory(cfg)()
+    module = family_of(cfg).module(cfg)
     module.load_state_dict(learner["model"])
     module.eval()
     lr: LearningRate = cfg.inner.lr

@@ -41,13 +41,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.config:
             print(f"[metarl] --resume: using the config saved in {args.resume}; {args.config} is ignored",
                   file=sys.stderr)
-        train(resume=args.resume, overrides=parse_overrides(overrides))
+        train(resume=args.resume, overrides=parse_overrides(overrides), time_limit_s=_minutes(args.time_limit))
         return 0
     if not args.config:
         raise ConfigError("metarl train needs a CONFIG file (e.g. experiments/configs/sinusoid.yaml) or --resume DIR")
     cfg = load_config(args.config, overrides)
-    train(cfg, logdir=args.logdir)
+    train(cfg, logdir=args.logdir, time_limit_s=_minutes(args.time_limit))
     return 0
+
+
+def _minutes(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise ConfigError(f"--time-limit: got {value}; expected minutes > 0, e.g. --time-limit 30")
+    return None if value is None else 60.0 * value
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -109,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--device", choices=["cpu", "cuda"])
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    t.add_argument("--time-limit", type=float, metavar="MINUTES",
+                   help="stop with a checkpoint after this much training wall time (a budget; --resume continues)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="adapt on fresh held-out tasks; JSON (+ plot)")

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from metarl.checkpoint import atomic_write_bytes, load_checkpoint
 from metarl.config import ConfigError, config_from_dict
 
@@ -25,6 +27,17 @@ EVAL_KEYS = frozenset({
     "test_lr_decay", "sampler.backend", "sampler.num_workers", "sampler.address",
     "dataset.root", "dataset.cache_dir", "dataset.download",
 })
+
+
+def summarize(curve: torch.Tensor) -> list[dict[str, float]]:
+    """The ``by_step`` entries of a ``[K+1, N]`` curve (metric after k steps, N tasks): per step the
+    mean and ``ci95`` (1.96 standard errors; 0 for one task), for every benchmark's result."""
+    n = curve.shape[1]
+    std = curve.std(dim=1, unbiased=True) if n > 1 else torch.zeros(curve.shape[0])
+    return [
+        {"step": k, "mean": float(curve[k].mean()), "ci95": float(1.96 * std[k] / n**0.5)}
+        for k in range(curve.shape[0])
+    ]
 
 
 def evaluate(
@@ -57,19 +70,12 @@ def evaluate(
     if shots is not None and shots <= 0:
         raise ConfigError(f"--shots must be > 0, got {shots}")
     base_states = {name: load_checkpoint(path) for name, path in (baselines or {}).items()}
-    if cfg.benchmark in ("sinusoid", "classification"):
-        from metarl.fewshot.build import evaluate_supervised
+    from metarl.families import family_of
 
-        if cfg.benchmark == "classification" and shots is not None:
-            raise ConfigError("--shots applies to sinusoid runs; for classification use a config with dataset.shots")
-        body = evaluate_supervised(
-            cfg, state["learner"], n_tasks=n_tasks, steps=steps, seed=seed, shots=shots,
-            baselines=base_states, pretrain_iterations=pretrain_iterations,
-        )
-    else:
-        from metarl.rl.build import evaluate_rl
-
-        body = evaluate_rl(cfg, state["learner"], n_tasks=n_tasks, steps=steps, seed=seed, baselines=base_states)
+    body = family_of(cfg).evaluate(
+        cfg, state["learner"], n_tasks=n_tasks, steps=steps, seed=seed, shots=shots, baselines=base_states,
+        pretrain_iterations=pretrain_iterations,
+    )
     return {
         "benchmark": cfg.name,
         "metric": body.pop("metric"),

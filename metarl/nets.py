@@ -3,62 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
-
-class _TanhFunction(torch.autograd.Function):
-    """tanh with a sigmoid-based forward and the fused ``tanh_backward`` kernel for gradients.
-
-    Forward: 2 sigmoid(2x) - 1 (equal to tanh within 2e-7 in float32). Backward:
-    ``tanh_backward(g, y) = g (1 - y^2)`` from the saved output, so higher derivatives (the
-    Fisher-vector products of MAML-TRPO differentiate this backward again) go through
-    autograd's own fused formula for ``tanh_backward`` rather than the longer chain of the
-    sigmoid form. Works under ``torch.func`` (vmap rule generated, forward-mode ``jvp``).
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return torch.sigmoid(x * 2.0) * 2.0 - 1.0
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
-        ctx.save_for_backward(output)
-        ctx.save_for_forward(output)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (y,) = ctx.saved_tensors
-        return torch.ops.aten.tanh_backward(grad, y)
-
-    @staticmethod
-    def jvp(ctx: Any, tangent: torch.Tensor) -> torch.Tensor:
-        (y,) = ctx.saved_tensors
-        return torch.ops.aten.tanh_backward(tangent, y)
-
-
-class Tanh(nn.Module):
-    """tanh computed as 2 sigmoid(2x) - 1, with tanh's own fused backward (:class:`_TanhFunction`).
-
-    Why: torch 2.13's CPU ``tanh`` kernel measured 137 us on a [800, 64] float32 tensor on the
-    project's AVX-512 machine, ``sigmoid`` 22 us; this form takes 46 us. Its backward reuses
-    the output, as ``torch.tanh``'s does: the Fisher-vector products of MAML-TRPO (double
-    backprop) then cost what they cost with ``torch.tanh`` (0.31 s against 0.43 s for the
-    plain sigmoid form on the 2D-navigation workload, one thread), and the forward stays fast.
-    tanh layers are on the rollout loop's hot path (one policy call per step).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_grad_enabled():  # rollouts: skip the autograd.Function machinery
-            return torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
-        return _TanhFunction.apply(x)
-
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU}
+#: ``nn.Tanh`` layers only mark where tanh goes: :class:`TanhMLP` and :func:`stacked_mlp` compute
+#: it themselves from the ``nn.Linear`` layers (folded sigmoids), never calling them.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
 class TanhMLP(nn.Sequential):

@@ -1,6 +1,6 @@
 """The training loop shared by every benchmark: logging, checkpoints, signals and resume.
 
-A learner (``SupervisedMAML``, ``MAMLTRPOLearner``) owns the model, optimiser and random
+A learner (``SupervisedMAML``, ``RLLearner``) owns the model, optimiser and random
 streams and exposes ``train_step(iteration, log) -> metrics``, ``validate() -> metrics``,
 ``state_dict``/``load_state_dict`` and ``best_key``/``best_mode``; this module does the rest.
 """
@@ -20,6 +20,7 @@ import torch
 
 from metarl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from metarl.config import CommonConfig, ConfigError, config_from_dict, config_to_dict, dump_config
+from metarl.families import family_of
 from metarl.logger import Progress, RunLogger
 
 
@@ -33,19 +34,9 @@ def check_device(device: str) -> None:
 
 
 def build_learner(cfg: CommonConfig) -> Any:
-    """The learner for ``cfg.benchmark``."""
+    """The learner of ``cfg``'s benchmark family (:mod:`metarl.families`)."""
     check_device(cfg.device)
-    if cfg.benchmark == "sinusoid":
-        from metarl.fewshot.build import build_sinusoid
-
-        return build_sinusoid(cfg)  # type: ignore[arg-type]
-    if cfg.benchmark == "classification":
-        from metarl.fewshot.build import build_classification
-
-        return build_classification(cfg)  # type: ignore[arg-type]
-    from metarl.rl.build import build_rl
-
-    return build_rl(cfg)
+    return family_of(cfg).build_learner(cfg)
 
 
 def default_logdir(cfg: CommonConfig) -> Path:
@@ -92,11 +83,14 @@ def train(
     overrides: list[tuple[str, Any]] | None = None,
     quiet: bool = False,
     stop_after: int | None = None,
+    time_limit_s: float | None = None,
 ) -> Path:
     """Meta-train ``cfg`` (or continue the run in ``resume``); returns the run directory.
 
     ``stop_after`` stops (with a checkpoint, as Ctrl-C would) after that many iterations of
-    this call; tests use it to interrupt a run deterministically.
+    this call; tests use it to interrupt a run deterministically. ``time_limit_s`` stops the
+    same way once this call has run that long (a wall-clock budget; the iteration in progress
+    finishes first).
     """
     state = None
     if resume is not None:
@@ -155,7 +149,8 @@ def train(
                     logger.log(it, metrics)
                     shown = {k: v for k, v in metrics.items() if k.endswith(("_post", "_pre"))}
                 progress.update(it, shown, force=last)
-                stopping = stop.requested or (stop_after is not None and it - start >= stop_after)
+                out_of_time = time_limit_s is not None and time.perf_counter() - t_start >= time_limit_s
+                stopping = stop.requested or out_of_time or (stop_after is not None and it - start >= stop_after)
                 if it % cfg.checkpoint_every == 0 or last or stopping:
                     checkpoint(it)
                 if stopping:

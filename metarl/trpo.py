@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -111,45 +113,92 @@ def fisher_vector_product(
     return fvp
 
 
+@dataclass(frozen=True)
+class TrustRegion:
+    """Settings of :func:`trust_region_update`: delta, conjugate gradient and the line search."""
+
+    max_kl: float = 1e-2
+    cg_iters: int = 10
+    cg_damping: float = 1e-5
+    ls_ratio: float = 0.8
+    ls_max_steps: int = 15
+    ls_rescale: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.max_kl <= 0 or self.cg_iters < 1 or self.cg_damping < 0 or not 0 < self.ls_ratio < 1
+                or self.ls_max_steps < 1):
+            raise ValueError(
+                f"TrustRegion: need max_kl > 0 ({self.max_kl}), cg_iters >= 1 ({self.cg_iters}), cg_damping >= 0 "
+                f"({self.cg_damping}), 0 < ls_ratio < 1 ({self.ls_ratio}), ls_max_steps >= 1 ({self.ls_max_steps})"
+            )
+
+
+#: ``v -> F v`` for flat vectors ``[P]``: a Fisher-vector product (undamped, detached).
+FisherProduct = Callable[[torch.Tensor], torch.Tensor]
+#: ``(params, kl) -> FisherProduct`` at ``params`` (leaves with ``requires_grad``), given the KL that
+#: ``objective`` computed there: how a caller chooses its Fisher (:mod:`metarl.rl.fisher`).
+FisherStrategy = Callable[[Params, torch.Tensor], FisherProduct]
+
+
+def exact_fisher(params: Params, kl: torch.Tensor) -> FisherProduct:
+    """The exact Fisher of ``kl`` at ``params``: its Hessian by double backprop (the default)."""
+    return fisher_vector_product(kl, params, 0.0)
+
+
 def trust_region_step(
     objective: Objective,
     params: Mapping[str, torch.Tensor],
+    *,
+    max_kl: float,
+    fisher: FisherStrategy = exact_fisher,
+    **kwargs: Any,
+) -> tuple[Params, dict[str, float]]:
+    """One TRPO update of ``params``: natural-gradient direction, KL-scaled step, line search.
+
+    ``objective(params) -> (loss, kl)``: the surrogate loss to *minimise* (e.g.
+    ``-mean(ratio * advantage)``) and the mean KL(pi_old || pi_params), pi_old the
+    data-collecting policy, so ``kl`` is 0 at ``params``; one call lets them share work. It is
+    called once with gradients at ``params`` and then for each line-search candidate under
+    ``no_grad``. ``fisher`` turns that first call's KL into Fisher-vector products (default: its
+    exact Hessian). The other keywords are :func:`trust_region_update`'s.
+    """
+    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    loss, kl = objective(leaves)
+    return trust_region_update(loss, leaves, lambda: fisher(leaves, kl), objective, max_kl=max_kl, **kwargs)
+
+
+def trust_region_update(
+    loss: torch.Tensor,
+    params: Params,
+    fisher_product: Callable[[], FisherProduct],
+    objective: Objective,
     *,
     max_kl: float,
     cg_iters: int = 10,
     cg_damping: float = 1e-5,
     ls_ratio: float = 0.8,
     ls_max_steps: int = 15,
-    fisher_kl: Callable[[Params], torch.Tensor] | None = None,
     ls_rescale: bool = False,
-    fisher_product: Callable[[Params], Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> tuple[Params, dict[str, float]]:
-    """One TRPO update of ``params``: natural-gradient direction, KL-scaled step, line search.
+    """The TRPO update from the loss at theta_0 = ``params`` (leaves, with its graph).
 
     Args:
-        objective: ``params -> (loss, kl)``: the surrogate loss to *minimise* (e.g.
-            ``-mean(ratio * advantage)``) and the mean KL(pi_old || pi_params), where pi_old
-            is the data-collecting policy, so ``kl`` is 0 at ``params``. Computing both in
-            one call lets them share work (in MAML-TRPO, the inner adaptation). It is called
-            once with gradients and then up to ``ls_max_steps`` times under ``no_grad``.
-        params: the current parameters theta_0; not modified (tensors are read only).
+        loss: the surrogate loss at ``params``, differentiable in them.
+        params: theta_0, leaves with ``requires_grad``; not modified.
+        fisher_product: builds ``v -> F v`` (undamped) at ``params``; called only when the
+            gradient is nonzero. Any approximation of F (subsampled, post-update) changes the
+            direction and scale only: the line search checks the exact KL of ``objective``.
+        objective: ``params -> (loss, kl)`` for the line-search candidates (``no_grad``).
         max_kl: delta, the trust-region radius on the mean KL.
         cg_iters, cg_damping: conjugate-gradient iterations and the damping added to F.
         ls_ratio, ls_max_steps: backtracking factor and number of candidates
             theta_0 - ls_ratio^k * step, k = 0 .. ls_max_steps - 1 (see ``ls_rescale``).
-        fisher_kl: optional ``params -> kl`` on a subsample of the data, whose Hessian then
-            stands in for F in conjugate gradient and the step scaling (rllab's
-            ``subsample_factor``); the line search still checks the full ``kl``. ``None``:
-            the exact Fisher of ``objective``'s KL.
-        fisher_product: optional ``params -> (v -> F v)``, the (undamped) Fisher-vector product
-            at ``params`` computed some other way than double backprop of a KL (e.g. factored);
-            takes precedence over ``fisher_kl``. Damping is added here.
         ls_rescale: when a candidate breaks the KL bound, shrink the step by
             ``min(ls_ratio, 0.95 * sqrt(max_kl / kl))`` instead of ``ls_ratio``: the
             quadratic model of the KL refitted on the measured value. With an approximate
-            Fisher (``fisher_kl``) the first candidate can overshoot the bound many times
-            over, and plain backtracking then spends an objective evaluation per factor 0.8;
-            the acceptance test is unchanged. ``False``: plain backtracking (the paper's).
+            Fisher the first candidate can overshoot the bound many times over, and plain
+            backtracking then spends an objective evaluation per factor 0.8; the acceptance
+            test is unchanged. ``False``: plain backtracking (the paper's).
 
     The step is s * sqrt(2 delta / s^T (F + damping I) s) with s = CG(F + damping I, g),
     g = grad loss(theta_0) (Schulman et al. 2015, appendix C). The first candidate whose
@@ -172,14 +221,12 @@ def trust_region_step(
     if ls_max_steps < 1:
         raise ValueError(f"trust_region_step: ls_max_steps={ls_max_steps} must be >= 1")
 
-    leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    loss, kl = objective(leaves)
     grads = torch.autograd.grad(
-        loss, list(leaves.values()), retain_graph=True, allow_unused=True, materialize_grads=True
+        loss, list(params.values()), retain_graph=True, allow_unused=True, materialize_grads=True
     )
     g = flatten(grads).detach()
     loss_before = float(loss.detach())
-    old = {k: v.detach() for k, v in leaves.items()}
+    old = {k: v.detach() for k, v in params.items()}
     metrics: dict[str, float] = {
         "surrogate_before": loss_before,
         "surrogate_after": loss_before,
@@ -197,21 +244,36 @@ def trust_region_step(
     if metrics["grad_norm"] == 0.0:
         return {k: v.clone() for k, v in old.items()}, metrics
 
-    if fisher_product is not None:
-        product = fisher_product(leaves)
-
-        def fvp(v: torch.Tensor) -> torch.Tensor:
-            return product(v) + cg_damping * v
-    else:
-        fvp = fisher_vector_product(kl if fisher_kl is None else fisher_kl(leaves), leaves, cg_damping)
+    fvp = _damped(fisher_product(), cg_damping)
     s, residual = conjugate_gradient(fvp, g, iters=cg_iters, return_residual=True)
     sFs = float(torch.dot(s, g - residual))  # = s^T (F + damping I) s, without an 11th product
-    del fvp, kl, loss  # free the double-backprop graph before the line search
+    del fvp, loss  # free the double-backprop graph before the line search
     if not math.isfinite(sFs) or sFs <= 0.0:
         raise FloatingPointError(f"trust_region_step: s^T F s = {sFs}; the damped Fisher must be positive")
     full_step = math.sqrt(2.0 * max_kl / sFs) * s
-    theta0 = flatten(old)
+    return line_search(objective, old, full_step, loss_before, metrics, max_kl=max_kl, ls_ratio=ls_ratio,
+                       ls_max_steps=ls_max_steps, ls_rescale=ls_rescale)
 
+
+def _damped(product: FisherProduct, damping: float) -> FisherProduct:
+    """``v -> (F + damping I) v``: Tikhonov damping keeps F positive definite for conjugate gradient."""
+    return lambda v: product(v) + damping * v
+
+
+def line_search(
+    objective: Objective,
+    old: Params,
+    full_step: torch.Tensor,
+    loss_before: float,
+    metrics: dict[str, float],
+    *,
+    max_kl: float,
+    ls_ratio: float,
+    ls_max_steps: int,
+    ls_rescale: bool,
+) -> tuple[Params, dict[str, float]]:
+    """Backtracking from ``old - full_step`` (see :func:`trust_region_update`); updates ``metrics``."""
+    theta0 = flatten(old)
     scale = 1.0
     with torch.no_grad():
         for k in range(ls_max_steps):

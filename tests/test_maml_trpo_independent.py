@@ -8,7 +8,7 @@ baseline fit, ``torch.tanh`` and hand-written Gaussian log-densities and KLs, an
 ``metarl.maml``. Our side is ``MAMLTRPO.step`` built from the navigation config as ``metarl train``
 builds it; the intermediates of that very call (the gradient, the conjugate-gradient solution, the
 Fisher-vector product and the line-search candidates) are recorded by wrapping
-``metarl.trpo.conjugate_gradient`` and the algorithm's objective, without changing what they compute.
+``metarl.trpo.conjugate_gradient`` and the meta-objective, without changing what they compute.
 
 Both sides get the same float64 theta_0 and the same episodes: sampled in float32 by the learner's
 ``sample_adapted`` (as in training), then cast to float64. Cases: a freshly initialised policy and a
@@ -36,10 +36,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import metarl.rl.maml_trpo as our_maml_trpo  # our side only: its objective wrapped to record calls
 import metarl.trpo as our_trpo  # our side only: wrapped to record the step's intermediates
 from metarl.checkpoint import load_checkpoint
 from metarl.config import config_from_dict, load_config
-from metarl.rl.build import MAMLTRPOLearner, make_algo
+from metarl.maml import detach_params, params_of
+from metarl.rl.adapt import adapt_on_episodes
+from metarl.rl.build import make_algorithm
+from metarl.rl.learner import RLLearner
 
 torch.set_num_threads(1)
 
@@ -259,12 +263,13 @@ def our_meta_step(cfg, policy: torch.nn.Module, train, valid, inspect, monkeypat
 
     ``inspect(fvp, g, s)`` runs inside the step, on our Fisher-vector product while its graph is
     alive (the step later writes theta in place, into the storage of that graph's leaves)."""
-    algo = make_algo(cfg, policy)
+    algo = make_algorithm(cfg, policy)
     assert tuple(dict(policy.named_parameters())) == NAMES
     rec: dict = {"calls": []}
-    adapted = algo.adapt(train)  # theta'_i(theta_0), detached, [N, ...]
+    # theta'_i(theta_0), detached, [N, ...]
+    adapted = adapt_on_episodes(policy, detach_params(params_of(policy)), train, algo.inner, algo.advantages)
     adv_train, adv_valid = algo.advantages(train[0]), algo.advantages(valid)
-    real_cg, real_objective = our_trpo.conjugate_gradient, algo._objective
+    real_cg, real_objective = our_trpo.conjugate_gradient, our_maml_trpo.meta_objective
 
     def cg_spy(Avp, b, *args, **kwargs):
         out = real_cg(Avp, b, *args, **kwargs)
@@ -272,23 +277,14 @@ def our_meta_step(cfg, policy: torch.nn.Module, train, valid, inspect, monkeypat
         rec.update(g=b.detach().clone(), s=s, inspected=inspect(Avp, b.detach().clone(), s))
         return out
 
-    def objective_spy(*args):
-        objective = real_objective(*args)
-
-        class Recorded:  # records every call; the step reads its diagnostics off the real objective
-            def __call__(self, params):
-                loss, kl = objective(params)
-                flat = torch.cat([params[k].detach().reshape(-1) for k in NAMES])
-                rec["calls"].append((flat, float(loss.detach()), float(kl.detach())))
-                return loss, kl
-
-            def __getattr__(self, name):
-                return getattr(objective, name)
-
-        return Recorded()
+    def objective_spy(policy, params, *args, **kwargs):  # records every call, returns it unchanged
+        value = real_objective(policy, params, *args, **kwargs)
+        flat = torch.cat([params[k].detach().reshape(-1) for k in NAMES])
+        rec["calls"].append((flat, float(value.loss.detach()), float(value.kl.detach())))
+        return value
 
     monkeypatch.setattr(our_trpo, "conjugate_gradient", cg_spy)
-    monkeypatch.setattr(algo, "_objective", objective_spy)
+    monkeypatch.setattr(our_maml_trpo, "meta_objective", objective_spy)
     theta0 = torch.cat([p.detach().reshape(-1) for p in policy.parameters()]).clone()
     metrics = algo.step(train, valid)
     monkeypatch.undo()
@@ -323,12 +319,12 @@ def differences(ours, ref) -> tuple[float, float]:
 
 def sample(state: dict | None):
     """Real episodes as training samples them (float32), cast to float64, and the float64 policy."""
-    learner = MAMLTRPOLearner(make_cfg())
+    learner = RLLearner(make_cfg())
     try:
         if state is not None:
             learner.module.load_state_dict(state)
         tasks = learner.env.unwrapped.sample_tasks(N_TASKS, np.random.default_rng(123))
-        train32, valid32, _ = learner.sample_adapted(tasks)
+        train32, valid32 = learner.sample_adapted(tasks)
         policy = copy.deepcopy(learner.module).double()
     finally:
         learner.close()
@@ -449,7 +445,7 @@ def test_meta_step_matches_textbook_untrained(monkeypatch):
 def low_entropy_state() -> dict:
     """A policy a few meta-steps into training with a trained run's action std: the regime where
     the meta-Fisher is ill-conditioned and CG amplifies rounding (what the trained case tests)."""
-    learner = MAMLTRPOLearner(make_cfg())
+    learner = RLLearner(make_cfg())
     try:
         for it in range(3):
             learner.train_step(it, log=False)

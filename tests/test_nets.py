@@ -1,4 +1,5 @@
-"""The fast tanh and the sampler's log-probability shortcut equal the textbook computations."""
+"""The folded-sigmoid tanh networks, their stacked fast path and the sampler's log-probability
+shortcut equal the textbook computations."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from metarl.maml import functional_forward
-from metarl.nets import Tanh, stacked_mlp
+from metarl.nets import stacked_mlp
 from metarl.rl.policies import (
     CategoricalMLPPolicy,
     GaussianMLPPolicy,
@@ -15,31 +16,6 @@ from metarl.rl.policies import (
     policy_distribution,
 )
 from metarl.rl.sampler import actions_from_noise, log_prob_from_noise
-
-
-def test_tanh_equals_torch_tanh_with_gradients():
-    x = torch.linspace(-20, 20, 4001, dtype=torch.float64, requires_grad=True)
-    y = Tanh()(x)
-    torch.testing.assert_close(y, torch.tanh(x))
-    (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-    torch.testing.assert_close(g, 1 - torch.tanh(x) ** 2)
-    (h,) = torch.autograd.grad(g.sum(), x)
-    torch.testing.assert_close(h, -2 * torch.tanh(x) * (1 - torch.tanh(x) ** 2))
-
-
-def test_tanh_derivatives_under_torch_func_match_torch_tanh():
-    """vmap, grad (to third order), jvp and forward-over-reverse agree with torch.tanh."""
-    x = torch.linspace(-4, 4, 33, dtype=torch.float64).reshape(3, 11)
-    ours, ref = Tanh(), torch.tanh
-    d3 = [torch.func.vmap(torch.func.vmap(torch.func.grad(torch.func.grad(torch.func.grad(g)))))(x)
-          for g in (lambda z: ours(z), ref)]
-    torch.testing.assert_close(d3[0], d3[1])
-    t = torch.randn_like(x)
-    jv = [torch.func.jvp(g, (x,), (t,))[1] for g in (lambda z: ours(z), ref)]
-    torch.testing.assert_close(jv[0], jv[1])
-    hv = [torch.func.jvp(torch.func.grad(lambda z, g=g: g(z).pow(2).sum()), (x,), (t,))[1]
-          for g in (lambda z: ours(z), ref)]
-    torch.testing.assert_close(hv[0], hv[1])
 
 
 def test_log_prob_from_noise_equals_distribution_log_prob():

@@ -183,7 +183,7 @@ def test_config_backend_ray_gives_the_local_runs_episodes() -> None:
     """``sampler.backend: ray`` through the learner: pre- and post-adaptation episodes (the latter
     with per-task adapted parameters) equal the local backend's."""
     from metarl.config import config_from_dict
-    from metarl.rl.build import MAMLTRPOLearner
+    from metarl.rl.learner import RLLearner
 
     runs = []
     for sampler in ({"backend": "local", "num_workers": 1}, {"backend": "ray", "num_workers": 2}):
@@ -191,11 +191,11 @@ def test_config_backend_ray_gives_the_local_runs_episodes() -> None:
             "benchmark": "rl", "seed": 3, "meta_batch_size": 4, "env": {"id": NAV, "episodes_per_task": 4},
             "policy": {"hidden": [16, 16]}, "sampler": sampler,
         })
-        learner = MAMLTRPOLearner(cfg)
+        learner = RLLearner(cfg)
         try:
             assert isinstance(learner.sampler, RaySampler) == (sampler["backend"] == "ray")
             tasks = learner.env.unwrapped.sample_tasks(cfg.meta_batch_size, learner.np_rng)
-            train, valid, _ = learner.sample_adapted(tasks)
+            train, valid = learner.sample_adapted(tasks)
             runs.append([*train, valid])
         finally:
             learner.close()

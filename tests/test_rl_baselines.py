@@ -14,6 +14,7 @@ import metarl.rl.build as build
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.config import config_from_dict
+from metarl.rl.learner import RLLearner
 from metarl.train import train
 
 torch.set_num_threads(1)
@@ -137,7 +138,7 @@ def test_evaluation_tasks_are_not_the_training_tasks_of_the_same_seed():
     import numpy as np
 
     import envs  # noqa: F401
-    from metarl.rl.build import evaluation_tasks
+    from metarl.rl.evaluation import evaluation_tasks
 
     env = gym.make("metarl/Navigation2D-v0")
     train = env.unwrapped.sample_tasks(40, np.random.default_rng(1))  # what a seed-1 run trains on first
@@ -184,7 +185,7 @@ def test_pretrain_runs_keep_the_best_return_before_adaptation(tmp_path, monkeypa
                    {"val/return_pre": -9.0, "val/return_post": -10.0},
                    {"val/return_pre": -5.0, "val/return_post": -50.0},
                    {"val/return_pre": -9.0, "val/return_post": -10.0}])
-    monkeypatch.setattr(build.MAMLTRPOLearner, "validate", lambda self: next(script))
+    monkeypatch.setattr(RLLearner, "validate", lambda self: next(script))
     best_iterations = {}
     for algorithm in ("pretrain", "maml"):
         run = train(tiny_cfg("metarl/Navigation2D-v0", algorithm, algorithm=algorithm), logdir=tmp_path / algorithm,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -278,11 +279,11 @@ def test_rescaled_line_search_jumps_to_the_bound_an_underestimated_fisher_oversh
     def objective(p: Params) -> tuple[torch.Tensor, torch.Tensor]:
         return -(a * p["w"]).sum(), _quadratic_kl(p, quartic=0.0)
 
-    def flat_kl(p: Params) -> torch.Tensor:
-        return _quadratic_kl(p, quartic=0.0) / 20.0
+    def flat_fisher(p: Params, kl: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        return fisher_vector_product(_quadratic_kl(p, quartic=0.0) / 20.0, p, 0.0)
 
-    plain_new, plain = trust_region_step(objective, P0, max_kl=0.01, cg_damping=0.0, fisher_kl=flat_kl)
-    new, m = trust_region_step(objective, P0, max_kl=0.01, cg_damping=0.0, fisher_kl=flat_kl, ls_rescale=True)
+    plain_new, plain = trust_region_step(objective, P0, max_kl=0.01, cg_damping=0.0, fisher=flat_fisher)
+    new, m = trust_region_step(objective, P0, max_kl=0.01, cg_damping=0.0, fisher=flat_fisher, ls_rescale=True)
     assert plain["accepted"] == m["accepted"] == 1.0
     assert plain["ls_steps"] == 7.0 and m["ls_steps"] == 1.0
     assert m["kl"] == pytest.approx(0.95**2 * 0.01, rel=1e-9) and plain["kl"] == pytest.approx(20 * 0.8**14 * 0.01)

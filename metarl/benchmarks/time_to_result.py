@@ -17,7 +17,8 @@ import time
 import torch
 
 from metarl.config import config_from_dict, parse_overrides
-from metarl.rl.build import MAMLTRPOLearner, adaptation_returns, evaluation_tasks
+from metarl.rl.evaluation import adaptation_returns, evaluation_tasks
+from metarl.rl.learner import RLLearner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         "meta_batch_size": 20, "env": {"id": "metarl/Navigation2D-v0", "episodes_per_task": 20},
         "policy": {"hidden": [64, 64], "activation": "tanh"}, "inner": {"lr": 0.1, "steps": 1},
     }, parse_overrides(args.set))
-    learner = MAMLTRPOLearner(cfg)
+    learner = RLLearner(cfg)
     goals = evaluation_tasks(learner.env, args.eval_goals, args.seed)
     pending = sorted(args.targets)  # the easiest (lowest) target first
     train_s = 0.0
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             train_s += time.perf_counter() - t
             if it % args.eval_every:
                 continue
-            post = float(adaptation_returns(cfg, learner.module, goals, steps=1, seed=it)[1].mean())
+            curve = adaptation_returns(cfg, learner.module, goals, steps=1, sampler=learner.sampler, seed=it)
+            post = float(curve[1].mean())
             print(f"  it {it:4d}  train {train_s:7.1f} s  1-step return on held-out goals {post:7.2f}", flush=True)
             while pending and post >= pending[0]:
                 print(f"reached {pending[0]} at iteration {it} after {train_s:.1f} s of training "

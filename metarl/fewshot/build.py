@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from metarl.config import ClassificationConfig, SinusoidConfig
-from metarl.fewshot.learner import SupervisedMAML, adaptation_curve
+from metarl.config import ClassificationConfig, ConfigError, SinusoidConfig
+from metarl.evaluate import summarize
+from metarl.families import Family, as_float_tensor
+from metarl.fewshot.learner import SupervisedMAML, adaptation_curve, make_loss
 from metarl.fewshot.sinusoid import SinusoidTasks
 from metarl.fewshot.tasks import TaskBatch
+from metarl.maml import Params, adapt
 from metarl.nets import mlp
-from metarl.seeding import eval_seed
+from metarl.seeding import eval_seed, validation_seed
 
-#: Offsets that give each random stream of a run its own seed.
-VAL_SEED_OFFSET = 10_007
+#: Offset that gives the baselines' random streams their own seed (validation tasks are drawn from
+#: :func:`metarl.seeding.validation_seed`, as the RL side's are).
 BASELINE_SEED_OFFSET = 20_011
 
 
@@ -39,7 +44,7 @@ def sinusoid_tasks(cfg: SinusoidConfig) -> SinusoidTasks:
 
 def build_sinusoid(cfg: SinusoidConfig) -> SupervisedMAML:
     tasks = sinusoid_tasks(cfg)
-    val = tasks.sample(cfg.eval.tasks, torch.Generator().manual_seed(cfg.seed + VAL_SEED_OFFSET))
+    val = tasks.sample(cfg.eval.tasks, torch.Generator().manual_seed(validation_seed(cfg.seed)))
     module = seeded_module(lambda: sinusoid_module(cfg), cfg.seed)
     return SupervisedMAML(
         module, tasks, val, loss="mse", meta_batch_size=cfg.meta_batch_size,
@@ -59,7 +64,7 @@ def classification_parts(cfg: ClassificationConfig) -> tuple[Any, Any, Any, Any]
 
 def build_classification(cfg: ClassificationConfig) -> SupervisedMAML:
     factory, train, val, _ = classification_parts(cfg)
-    val_batch = val.sample(cfg.eval.tasks, torch.Generator().manual_seed(cfg.seed + VAL_SEED_OFFSET))
+    val_batch = val.sample(cfg.eval.tasks, torch.Generator().manual_seed(validation_seed(cfg.seed)))
     module = seeded_module(factory, cfg.seed)
     return SupervisedMAML(
         module, train, val_batch, loss="ce", meta_batch_size=cfg.meta_batch_size,
@@ -70,30 +75,18 @@ def build_classification(cfg: ClassificationConfig) -> SupervisedMAML:
 
 
 # ---------------------------------------------------------------------------- evaluation
-def summarize(curve: torch.Tensor) -> list[dict[str, float]]:
-    """Mean and 95% confidence half-width (1.96 standard errors) per step of a ``[K+1, N]`` curve."""
-    n = curve.shape[1]
-    std = curve.std(dim=1, unbiased=True) if n > 1 else torch.zeros(curve.shape[0])
-    return [
-        {"step": k, "mean": float(curve[k].mean()), "ci95": float(1.96 * std[k] / n**0.5)}
-        for k in range(curve.shape[0])
-    ]
-
-
-def test_batch(cfg: Any, n_tasks: int, seed: int, shots: int | None) -> TaskBatch:
+def sinusoid_test_batch(cfg: SinusoidConfig, n_tasks: int, seed: int, shots: int | None) -> TaskBatch:
     """Fresh held-out tasks for evaluation, fixed by ``seed`` so evaluations are comparable
     (drawn from a stream apart from training's, see :mod:`metarl.seeding`)."""
-    g = torch.Generator().manual_seed(eval_seed(seed))
-    if cfg.benchmark == "sinusoid":
-        return sinusoid_tasks(cfg).sample(n_tasks, g, shots=shots)
+    return sinusoid_tasks(cfg).sample(n_tasks, torch.Generator().manual_seed(eval_seed(seed)), shots=shots)
+
+
+def classification_test_batch(cfg: ClassificationConfig, n_tasks: int, seed: int, shots: int | None) -> TaskBatch:
+    """As :func:`sinusoid_test_batch`, from the dataset's test classes (shots are the config's)."""
+    if shots is not None:
+        raise ConfigError("--shots applies to sinusoid runs; for classification use a config with dataset.shots")
     _, _, _, test = classification_parts(cfg)
-    return test.sample(n_tasks, g)
-
-
-def module_factory(cfg: Any) -> Any:
-    if cfg.benchmark == "sinusoid":
-        return lambda: sinusoid_module(cfg)
-    return classification_parts(cfg)[0]
+    return test.sample(n_tasks, torch.Generator().manual_seed(eval_seed(seed)))
 
 
 def train_pretrained_baseline(cfg: SinusoidConfig, iterations: int) -> nn.Module:
@@ -105,44 +98,93 @@ def train_pretrained_baseline(cfg: SinusoidConfig, iterations: int) -> nn.Module
     return learner.module
 
 
-def evaluate_supervised(
-    cfg: Any,
-    learner_state: dict[str, Any],
-    *,
-    n_tasks: int,
-    steps: int,
-    seed: int,
-    shots: int | None,
-    baselines: dict[str, dict[str, Any]],
-    pretrain_iterations: int,
-) -> dict[str, Any]:
-    """The DESIGN.md evaluation: MAML's curve and the baselines', each adapted with the same steps and lr."""
-    loss = "mse" if cfg.benchmark == "sinusoid" else "ce"
-    factory = module_factory(cfg)
-    batch = test_batch(cfg, n_tasks, seed, shots)
+@dataclass(frozen=True)
+class SupervisedEvaluation:
+    """How a supervised family evaluates: its loss (``mse``/``ce``), reported metric, held-out
+    tasks, module factory, default shots and (sinusoid) the paper's pretrained baseline."""
 
-    def curve_of(module: nn.Module, lr: Any) -> list[dict[str, float]]:
-        c = adaptation_curve(module, dict(module.named_parameters()), batch, loss=loss, lr=lr, steps=steps)
-        return summarize(c)
+    loss: str
+    metric: str
+    test_batch: Callable[[Any, int, int, int | None], TaskBatch]
+    factory: Callable[[Any], Callable[[], nn.Module]]
+    shots: Callable[[Any], int]
+    pretrained: Callable[[Any, int], nn.Module] | None = None
 
-    model = factory()
-    model.load_state_dict(learner_state["model"])
-    lr: Any = cfg.inner.lr
-    if learner_state.get("lr_params") is not None:
-        lr = {k.replace("-", "."): v for k, v in learner_state["lr_params"].items()}
-    out_baselines: dict[str, Any] = {}
-    random_model = seeded_module(factory, seed + BASELINE_SEED_OFFSET)
-    out_baselines["random"] = {"by_step": curve_of(random_model, cfg.inner.lr)}
-    for name, state in baselines.items():
-        m = factory()
-        m.load_state_dict(state["learner"]["model"])
-        out_baselines[name] = {"by_step": curve_of(m, cfg.inner.lr)}
-    if cfg.benchmark == "sinusoid" and "pretrained" not in baselines and pretrain_iterations > 0:
-        m = train_pretrained_baseline(cfg, pretrain_iterations)
-        out_baselines["pretrained"] = {"by_step": curve_of(m, cfg.inner.lr), "iterations": pretrain_iterations}
-    return {
-        "metric": "mse" if loss == "mse" else "accuracy",
-        "by_step": curve_of(model, lr),
-        "baselines": out_baselines,
-        "shots": shots if shots is not None else (cfg.task.shots if cfg.benchmark == "sinusoid" else cfg.dataset.shots),
-    }
+    def __call__(
+        self,
+        cfg: Any,
+        learner_state: dict[str, Any],
+        *,
+        n_tasks: int,
+        steps: int,
+        seed: int,
+        shots: int | None,
+        baselines: dict[str, dict[str, Any]],
+        pretrain_iterations: int,
+    ) -> dict[str, Any]:
+        """The DESIGN.md evaluation: the run's curve and the baselines', each adapted with the same steps
+        and lr (a random initialisation, given runs, and the pretrained baseline where the family has one)."""
+        factory = self.factory(cfg)
+        batch = self.test_batch(cfg, n_tasks, seed, shots)
+
+        def curve_of(module: nn.Module, lr: Any) -> list[dict[str, float]]:
+            c = adaptation_curve(module, dict(module.named_parameters()), batch, loss=self.loss, lr=lr, steps=steps)
+            return summarize(c)
+
+        model = factory()
+        model.load_state_dict(learner_state["model"])
+        lr: Any = cfg.inner.lr
+        if learner_state.get("lr_params") is not None:
+            lr = {k.replace("-", "."): v for k, v in learner_state["lr_params"].items()}
+        out_baselines: dict[str, Any] = {}
+        random_model = seeded_module(factory, seed + BASELINE_SEED_OFFSET)
+        out_baselines["random"] = {"by_step": curve_of(random_model, cfg.inner.lr)}
+        for name, state in baselines.items():
+            m = factory()
+            m.load_state_dict(state["learner"]["model"])
+            out_baselines[name] = {"by_step": curve_of(m, cfg.inner.lr)}
+        if self.pretrained is not None and "pretrained" not in baselines and pretrain_iterations > 0:
+            m = self.pretrained(cfg, pretrain_iterations)
+            out_baselines["pretrained"] = {"by_step": curve_of(m, cfg.inner.lr), "iterations": pretrain_iterations}
+        return {"metric": self.metric, "by_step": curve_of(model, lr), "baselines": out_baselines,
+                "shots": shots if shots is not None else self.shots(cfg)}
+
+
+def _adapt(loss: str) -> Callable[..., Params]:
+    """``run.adapt(x_support, y_support, steps=k)``: the run's test-time inner loop (first order, no
+    meta-gradient is taken through it)."""
+
+    def run_adapt(run: Any, x: torch.Tensor, y: torch.Tensor, *, steps: int) -> Params:
+        return adapt(make_loss(run.module, loss), run.params, (x, y), lr=run.lr, steps=steps, first_order=True)
+
+    return run_adapt
+
+
+SINUSOID = Family(
+    build_learner=build_sinusoid,
+    evaluate=SupervisedEvaluation("mse", "mse", sinusoid_test_batch, lambda cfg: lambda: sinusoid_module(cfg),
+                                  lambda cfg: cfg.task.shots, train_pretrained_baseline),
+    module=sinusoid_module,
+    transform=as_float_tensor,
+    adapt=_adapt("mse"),
+)
+
+
+def _classification_module(cfg: ClassificationConfig) -> nn.Module:
+    return classification_parts(cfg)[0]()
+
+
+def _transform_images(cfg: ClassificationConfig, raw: Any) -> torch.Tensor:
+    from metarl.fewshot.datasets import transform_images
+
+    return transform_images(cfg, raw)
+
+
+CLASSIFICATION = Family(
+    build_learner=build_classification,
+    evaluate=SupervisedEvaluation("ce", "accuracy", classification_test_batch,
+                                  lambda cfg: classification_parts(cfg)[0], lambda cfg: cfg.dataset.shots),
+    module=_classification_module,
+    transform=_transform_images,
+    adapt=_adapt("ce"),
+)

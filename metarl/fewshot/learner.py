@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metarl.checkpoint import rng_state, set_rng_state
+from metarl.fewshot.models import accuracy, cross_entropy_loss
 from metarl.fewshot.tasks import TaskBatch
 from metarl.maml import LearningRate, Params, adapt, adapt_batched, detach_params, functional_forward, meta_sgd_lr
 
@@ -25,7 +26,8 @@ class TaskDistribution(Protocol):
 
 
 def make_loss(module: nn.Module, kind: str) -> Callable[[Params, Any], torch.Tensor]:
-    """``loss(params, (x, y))`` for one task: mean squared error or cross-entropy."""
+    """``loss(params, (x, y))`` for one task: mean squared error (``"mse"``) or cross-entropy
+    (``"ce"``, the one :func:`~metarl.fewshot.models.cross_entropy_loss`)."""
     if kind == "mse":
 
         def mse(params: Params, data: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -33,24 +35,20 @@ def make_loss(module: nn.Module, kind: str) -> Callable[[Params, Any], torch.Ten
             return F.mse_loss(functional_forward(module, params, x), y)
 
         return mse
-
-    def ce(params: Params, data: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        x, y = data
-        return F.cross_entropy(functional_forward(module, params, x), y)
-
-    return ce
+    return cross_entropy_loss(module)
 
 
 def make_metric(module: nn.Module, kind: str) -> Callable[[Params, Any], torch.Tensor]:
-    """The reported metric for one task: MSE (regression) or accuracy (classification)."""
+    """The reported metric for one task: MSE (regression) or accuracy (classification, the one
+    :func:`~metarl.fewshot.models.accuracy` of the logits)."""
     if kind == "mse":
         return make_loss(module, "mse")
 
-    def accuracy(params: Params, data: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def task_accuracy(params: Params, data: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = data
-        return (functional_forward(module, params, x).argmax(-1) == y).float().mean()
+        return accuracy(functional_forward(module, params, x), y)
 
-    return accuracy
+    return task_accuracy
 
 
 def adaptation_curve(

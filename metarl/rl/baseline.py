@@ -18,9 +18,11 @@ task whose solution is not finite has its ``c`` raised tenfold, up to ``max_trie
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from metarl.rl.advantages import discounted_returns, live
+from metarl.rl.advantages import discounted_returns, gae, live, normalize_advantages
 from metarl.rl.episodes import Episodes
 
 
@@ -98,3 +100,30 @@ def linear_baseline_values(episodes: Episodes, gamma: float, *, reg_coeff: float
         weights = fit_linear_baseline(feats, returns, masks, reg_coeff=reg_coeff)
         values = (feats.to(torch.float64) * weights[..., None, None, :]).sum(dim=-1)
         return live(values.to(episodes.rewards.dtype), masks)
+
+
+@dataclass(frozen=True)
+class AdvantageEstimator:
+    """Advantages of a batch of episodes: linear baseline fitted on them, GAE, optional normalisation.
+
+    Finn et al. 2017 sec. 5.3 (rllab's setup): Monte-Carlo returns minus a linear baseline
+    (``gae_lambda = 1``), normalised per task. ``__call__(episodes [..., T, B, ...]) -> [..., T, B]``,
+    detached, 0 at masked steps. The same estimator serves every meta-RL algorithm.
+    """
+
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    normalize: bool = True
+    baseline_reg: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"AdvantageEstimator: gamma={self.gamma} and gae_lambda={self.gae_lambda} "
+                             "must be in [0, 1]")
+
+    def __call__(self, episodes: Episodes) -> torch.Tensor:
+        values = linear_baseline_values(episodes, self.gamma, reg_coeff=self.baseline_reg)
+        adv = gae(episodes.rewards, values, episodes.masks, self.gamma, self.gae_lambda)
+        if self.normalize:
+            adv = normalize_advantages(adv, episodes.masks)
+        return adv.detach()

@@ -124,9 +124,18 @@ def surrogate_loss(
     :func:`reinforce_loss`'s. Shapes as there; returns a scalar.
     """
     _, logp = _log_prob(policy, params, episodes, per_task)
-    live = episodes.masks > 0
-    log_ratio = torch.where(live, logp - episodes.log_probs, torch.zeros_like(logp))
+    return ratio_loss(logp, episodes, advantages)
+
+
+def ratio_loss(logp: torch.Tensor, episodes: Episodes, advantages: torch.Tensor) -> torch.Tensor:
+    """:func:`surrogate_loss` from already computed log-probs ``[..., T, B]`` of the episodes' actions."""
+    log_ratio = torch.where(episodes.masks > 0, logp - episodes.log_probs, torch.zeros_like(logp))
     return -masked_mean(torch.exp(log_ratio) * advantages.detach(), episodes.masks)
+
+
+def mean_kl(old_dist: Distribution, dist: Distribution, masks: torch.Tensor) -> torch.Tensor:
+    """Mean analytic ``KL(old_dist || dist)`` over the live states (``masks [..., T, B]``); a scalar."""
+    return masked_mean(_kl(old_dist, dist), masks)
 
 
 def kl_divergence(
@@ -151,36 +160,6 @@ def kl_divergence(
     return kl_of(policy, params, episodes, old, per_task=per_task)
 
 
-def surrogate_and_kl(
-    policy: nn.Module,
-    params: Mapping[str, torch.Tensor],
-    episodes: Episodes,
-    advantages: torch.Tensor,
-    old_dist: Distribution,
-    *,
-    per_task: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`surrogate_loss` and :func:`kl_divergence` from one policy forward pass.
-
-    ``old_dist`` is the sampling policy's distribution on ``episodes``' (zero-padded)
-    observations, computed once and held constant (see :func:`old_distribution`); the
-    TRPO line search evaluates both quantities for every candidate, so sharing the
-    forward pass and not recomputing pi_old halves its cost. Returns two scalars.
-    """
-    dist, logp = _log_prob(policy, params, episodes, per_task)
-    return surrogate_and_kl_of(dist, logp, episodes, advantages, old_dist)
-
-
-def surrogate_and_kl_of(
-    dist: Distribution, logp: torch.Tensor, episodes: Episodes, advantages: torch.Tensor, old_dist: Distribution
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`surrogate_and_kl` from an already computed ``dist`` and ``logp`` (:func:`policy_log_prob`)."""
-    live = episodes.masks > 0
-    log_ratio = torch.where(live, logp - episodes.log_probs, torch.zeros_like(logp))
-    loss = -masked_mean(torch.exp(log_ratio) * advantages.detach(), episodes.masks)
-    return loss, masked_mean(_kl(old_dist, dist), episodes.masks)
-
-
 def kl_of(
     policy: nn.Module,
     params: Mapping[str, torch.Tensor],
@@ -192,7 +171,7 @@ def kl_of(
     """Mean ``KL(old_dist || pi_params)`` over the live states of ``episodes``, with ``old_dist``
     computed once (:func:`old_distribution`): :func:`kl_divergence` without recomputing pi_old."""
     dist = policy_distribution(policy, params, _observations(episodes), per_task=per_task)
-    return masked_mean(_kl(old_dist, dist), episodes.masks)
+    return mean_kl(old_dist, dist, episodes.masks)
 
 
 def old_distribution(

@@ -46,7 +46,15 @@ from torch import nn
 import envs
 from envs.vector import VecTaskEnv, default_num_workers, make_vec
 from metarl.rl.episodes import Episodes
-from metarl.rl.sampler import SeedStreams, Task, TaskSource, check_params, collect, policy_act
+from metarl.rl.sampler import (
+    SeededSampler,
+    SeedStreams,
+    Task,
+    TaskSource,
+    check_params,
+    collect,
+    policy_act,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +134,7 @@ def _check_reachable(address: str, timeout: float) -> None:
         raise RuntimeError(f"Ray sampler: cannot reach the Ray cluster at {address!r}: {e}") from e
 
 
-class RaySampler(TaskSource):
+class RaySampler(TaskSource, SeededSampler):
     """Samples like :class:`~metarl.rl.sampler.MultiTaskSampler`, with the tasks of each call
     split across ``num_workers`` Ray actors (see the module doc).
 
@@ -160,9 +168,7 @@ class RaySampler(TaskSource):
         max_restarts: int = 3,
         start_timeout: float = 120.0,
     ) -> None:
-        env_id = env_id.removeprefix("envs:")
-        if env_id not in envs.ENV_IDS:
-            raise ValueError(f"RaySampler: unknown env id {env_id!r}; known: {list(envs.ENV_IDS)}")
+        env_id = envs.builtin_id(env_id, "RaySampler")
         if episodes_per_task < 1:
             raise ValueError(f"RaySampler: episodes_per_task must be >= 1, got {episodes_per_task}")
         if num_workers < 0:
@@ -301,15 +307,6 @@ class RaySampler(TaskSource):
                 self._replace(j)
             todo = [j for j, _ in failed]
         return [r for r in results if r is not None]
-
-    def state_dict(self) -> dict[str, Any]:
-        """The state of the sampler's random streams (the same as the local sampler's: a run can
-        resume on the other backend)."""
-        return self._streams.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue the random streams saved by :meth:`state_dict`."""
-        self._streams.load_state_dict(state)
 
     def close(self) -> None:
         """Stop the workers, and the local Ray if this sampler started it."""

@@ -22,8 +22,9 @@ physics is deterministic per sub-env) and when the tasks are split across Ray ac
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import gymnasium
@@ -147,6 +148,34 @@ class SeedStreams:
         self.generator.set_state(state["torch"])
 
 
+class SeededSampler:
+    """The random-stream half of a sampler (local or Ray): checkpointable streams, and
+    :meth:`seeded` to sample with other streams for a while (validation and evaluation reuse the
+    training sampler's workers; their episodes depend only on the seed, as a fresh sampler's)."""
+
+    _streams: SeedStreams
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state of the sampler's random streams, for checkpoints (the same for both backends:
+        a run can resume on the other)."""
+        return self._streams.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the random streams saved by :meth:`state_dict` (a resumed run samples as the
+        uninterrupted one would)."""
+        self._streams.load_state_dict(state)
+
+    @contextlib.contextmanager
+    def seeded(self, seed: int) -> Iterator[None]:
+        """Sample from fresh streams seeded with ``seed`` inside the block; the run's streams
+        continue untouched after it."""
+        saved, self._streams = self._streams, SeedStreams(seed)
+        try:
+            yield
+        finally:
+            self._streams = saved
+
+
 def draw_noise(dist: Distribution, noise_seeds: Sequence[int], horizon: int) -> torch.Tensor:
     """The action noise of a whole rollout, task ``n``'s from a generator seeded with ``noise_seeds[n]``.
 
@@ -238,7 +267,7 @@ class TaskSource:
         return self._task_env.sample_tasks(n, rng)
 
 
-class MultiTaskSampler(TaskSource):
+class MultiTaskSampler(TaskSource, SeededSampler):
     """Samples ``episodes_per_task`` episodes for each of a list of tasks (see the module doc).
 
     Usage::
@@ -262,9 +291,7 @@ class MultiTaskSampler(TaskSource):
         env_kwargs: Mapping[str, Any] | None = None,
         horizon: int | None = None,
     ) -> None:
-        env_id = env_id.removeprefix("envs:")
-        if env_id not in envs.ENV_IDS:
-            raise ValueError(f"make_sampler: unknown env id {env_id!r}; known: {list(envs.ENV_IDS)}")
+        env_id = envs.builtin_id(env_id, "make_sampler")
         if episodes_per_task < 1:
             raise ValueError(f"make_sampler: episodes_per_task must be >= 1, got {episodes_per_task}")
         self.env_id = env_id
@@ -313,15 +340,6 @@ class MultiTaskSampler(TaskSource):
         return collect(
             vec, tasks, episodes_per_task=self.episodes_per_task, horizon=self.horizon, act=act, seeds=reset_seeds
         )
-
-    def state_dict(self) -> dict[str, Any]:
-        """The state of the sampler's random streams, for checkpoints."""
-        return self._streams.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue the random streams saved by :meth:`state_dict` (a resumed run samples as the
-        uninterrupted one would)."""
-        self._streams.load_state_dict(state)
 
     def close(self) -> None:
         """Stop the physics threads/processes (a later ``sample`` starts them again)."""

@@ -1,0 +1,140 @@
+"""Fast adaptation on held-out tasks: validation during training, ``metarl evaluate`` and ``Run.adapt``.
+
+Every path adapts with the run's own inner loop (:func:`metarl.rl.adapt.adapt_on_episodes`),
+resampling after each step as in Finn et al. 2017's RL evaluation, on a sampler it is given
+(the training run's own workers, for validation) with streams seeded for the purpose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from metarl.config import ConfigError, RLConfig, config_from_dict
+from metarl.evaluate import summarize
+from metarl.maml import Params, detach_params, params_of
+from metarl.rl.adapt import adapt_on_episodes
+from metarl.rl.build import (
+    advantage_estimator,
+    inner_loop,
+    make_env,
+    policy_module,
+    sampler_for,
+    seeded_policy,
+)
+from metarl.rl.episodes import Episodes
+from metarl.rl.losses import log_prob_gap
+from metarl.seeding import eval_seed
+
+
+def adaptation_returns(
+    cfg: RLConfig, policy: nn.Module, tasks: list[dict], *, steps: int, sampler: Any, seed: int
+) -> torch.Tensor:
+    """Mean return per task after 0..``steps`` inner steps, resampling after each: ``[steps+1, N]``.
+
+    ``sampler`` samples with streams seeded by ``seed`` (its own streams continue untouched), so
+    the result depends on the policy, the tasks and ``seed`` only.
+    """
+    inner, advantages = inner_loop(cfg), advantage_estimator(cfg)
+    theta: Params = detach_params(params_of(policy))
+    params, per_task = theta, False
+    batches: list[Episodes] = []
+    out = []
+    with sampler.seeded(seed):
+        for k in range(steps + 1):
+            batches.append(Episodes.stack(sampler.sample(policy, params, tasks, per_task=per_task)))
+            out.append(batches[-1].returns().mean(-1))
+            if k < steps:
+                params = adapt_on_episodes(policy, theta, batches, inner, advantages, lr_decay=cfg.test_lr_decay)
+                per_task = True
+    return torch.stack(out)
+
+
+def evaluation_tasks(env: gym.Env, n_tasks: int, seed: int) -> list[dict]:
+    """Held-out tasks named by ``seed``, from a stream apart from training's (:mod:`metarl.seeding`)."""
+    return env.unwrapped.sample_tasks(n_tasks, np.random.default_rng(eval_seed(seed)))
+
+
+def adapt_run(module: nn.Module, params: Params, cfg: RLConfig, episodes: Episodes, *, steps: int) -> Params:
+    """``metarl.load(run).adapt(episodes)``: one task's params after ``steps`` steps on ``episodes``.
+
+    With ``inner_estimator: lvc`` the inner loss weighs each action by pi / pi_sampling, so
+    ``episodes.log_probs`` must be those of the run's policy that sampled them (the sampler's);
+    anything else is refused here rather than silently giving another step. Later steps on the
+    same episodes are then importance-weighted (REINFORCE repeats the plain gradient step).
+    """
+    if steps == 0:
+        return dict(params)
+    if cfg.inner_estimator == "lvc":
+        gap = log_prob_gap(module, params, episodes)
+        if not gap <= 1e-3:
+            raise ValueError(
+                f"adapt: this run's inner loss is LVC (inner_estimator: lvc), which needs episodes.log_probs of "
+                f"the run's own policy; they differ from it by up to {gap:.3g} nats. Pass episodes sampled by "
+                "run.policy() with their log-probs, or set run.config.inner_estimator = 'reinforce' for the plain "
+                "REINFORCE step (the same step when the log-probs are the policy's)."
+            )
+    batch = Episodes.stack([episodes])
+    fast = adapt_on_episodes(module, params, [batch] * steps, inner_loop(cfg), advantage_estimator(cfg),
+                             lr_decay=cfg.test_lr_decay)
+    return {k: v[0] for k, v in fast.items()}
+
+
+def _baseline_curve(cfg: RLConfig, name: str, state: dict[str, Any], tasks: list[dict], steps: int,
+                    sampler: Any, seed: int) -> torch.Tensor:
+    """A baseline run's curve on the same tasks, adapted with the evaluated run's inner loop (same
+    steps and lr) but in the env its own config makes (an oracle sees each task in its observations)."""
+    bcfg = config_from_dict(state["config"])
+    if not isinstance(bcfg, RLConfig) or bcfg.env.id != cfg.env.id:
+        raise ConfigError(f"--baseline {name}: its env {getattr(bcfg, 'env', None)} differs from {cfg.env.id}")
+    if bcfg.env.kwargs != cfg.env.kwargs:
+        raise ConfigError(f"--baseline {name}: its env.kwargs {bcfg.env.kwargs} differ from {cfg.env.kwargs}")
+    bcfg = config_from_dict({**state["config"], "inner": state["config"]["inner"] | {"lr": cfg.inner.lr},
+                             "test_lr_decay": cfg.test_lr_decay})
+    benv = make_env(bcfg)
+    try:
+        bpolicy = policy_module(bcfg, benv)
+    finally:
+        benv.close()
+    bpolicy.load_state_dict(state["learner"]["model"])
+    if bcfg.env.oracle == cfg.env.oracle:
+        return adaptation_returns(bcfg, bpolicy, tasks, steps=steps, sampler=sampler, seed=seed)
+    own = sampler_for(bcfg, seed)  # another observation space: its own sampler
+    try:
+        return adaptation_returns(bcfg, bpolicy, tasks, steps=steps, sampler=own, seed=seed)
+    finally:
+        own.close()
+
+
+def evaluate_rl(
+    cfg: RLConfig,
+    learner_state: dict[str, Any],
+    *,
+    n_tasks: int,
+    steps: int,
+    seed: int,
+    baselines: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Return after 0..steps adaptation steps on ``n_tasks`` fresh tasks, for the run, a randomly
+    initialised policy and each baseline run, all on the same tasks and sampling seeds."""
+    env = make_env(cfg)
+    sampler = sampler_for(cfg, eval_seed(seed))
+    try:
+        tasks = evaluation_tasks(env, n_tasks, seed)
+        seed = eval_seed(seed)  # sampler streams apart from training's too
+        policy = policy_module(cfg, env)
+        policy.load_state_dict(learner_state["model"])
+        curve = adaptation_returns(cfg, policy, tasks, steps=steps, sampler=sampler, seed=seed)
+        random_policy = seeded_policy(cfg, seed + 20_011, env)
+        out = {"random": {"by_step": summarize(
+            adaptation_returns(cfg, random_policy, tasks, steps=steps, sampler=sampler, seed=seed))}}
+        for name, state in baselines.items():
+            out[name] = {"by_step": summarize(_baseline_curve(cfg, name, state, tasks, steps, sampler, seed))}
+        return {"metric": "return", "by_step": summarize(curve), "baselines": out}
+    finally:
+        sampler.close()
+        env.close()

@@ -1,0 +1,140 @@
+"""The meta-RL training driver behind ``metarl train``: sample, adapt, meta-step, validate.
+
+One meta-iteration (Finn et al. 2017, Algorithm 3): draw ``meta_batch_size`` tasks; for each
+inner step sample pre-update episodes with the current (per-task) parameters and adapt;
+sample post-update episodes with the adapted policies; take one meta-step of the run's
+algorithm (:data:`metarl.rl.build.ALGORITHMS`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarl.checkpoint import rng_state, set_rng_state
+from metarl.config import RLConfig
+from metarl.maml import Params, detach_params, params_of
+from metarl.rl.adapt import adapt_on_episodes
+from metarl.rl.build import ALGORITHMS, make_algorithm, make_env, sampler_for, seeded_policy
+from metarl.rl.episodes import Episodes
+from metarl.rl.evaluation import adaptation_returns
+from metarl.seeding import validation_seed
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads, then restore the previous count.
+
+    The meta-update runs while the sampler's physics threads / workers wait, so it may use
+    every core without oversubscribing them; sampling itself keeps one torch thread.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class RLLearner:
+    """Meta-trains a policy with the run's meta-algorithm.
+
+    Best checkpoint: by the mean return after ``inner.steps`` adaptation steps on ``eval.tasks``
+    fixed validation tasks (drawn from a stream apart from training's and from ``metarl
+    evaluate``'s, and sampled with the same seeds at every validation, so successive values
+    differ by the policy only), checked every ``eval.every`` iterations. Validation samples on
+    the training sampler's own workers. A run that does not adapt (the pretrained and oracle
+    baselines) is judged by its return before adaptation.
+    """
+
+    best_mode = "max"
+
+    def __init__(self, cfg: RLConfig) -> None:
+        self.cfg = cfg
+        self.best_key = "val/return_post" if ALGORITHMS[cfg.algorithm].adapts else "val/return_pre"
+        self.env = make_env(cfg)
+        self.device = torch.device(cfg.device)
+        self.module = seeded_policy(cfg, cfg.seed, self.env).to(self.device)
+        self.algo = make_algorithm(cfg, self.module)
+        self.sampler = sampler_for(cfg, cfg.seed)
+        self.np_rng = np.random.default_rng(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # kept for symmetry of RNG state
+        self._val_tasks: list[dict] | None = None
+
+    def _threads(self) -> contextlib.AbstractContextManager[None]:
+        return torch_threads(self.cfg.update_threads or os.cpu_count() or 1)  # the physics waits
+
+    def _sample(self, params: Params, tasks: list[dict], per_task: bool) -> Episodes:
+        """Sampling runs on the CPU (parameters cross once per call); the episodes go to the
+        device of the meta-update (``--device cuda``)."""
+        cpu = {k: v.detach().cpu() for k, v in params.items()}
+        return Episodes.stack(self.sampler.sample(self.module, cpu, tasks, per_task=per_task)).to(self.device)
+
+    def sample_adapted(self, tasks: list[dict]) -> tuple[list[Episodes], Episodes]:
+        """Pre-update episodes for each inner step, then post-update episodes of the adapted policies."""
+        theta = detach_params(params_of(self.module))
+        train: list[Episodes] = []
+        params, per_task = theta, False
+        for _ in range(self.algo.inner_batches):
+            train.append(self._sample(params, tasks, per_task))
+            with self._threads():
+                params = adapt_on_episodes(self.module, theta, train, self.algo.inner, self.algo.advantages)
+            per_task = True
+        return train, self._sample(params, tasks, per_task)
+
+    def train_step(self, iteration: int, log: bool) -> dict[str, float]:
+        tasks = self.env.unwrapped.sample_tasks(self.cfg.meta_batch_size, self.np_rng)
+        t0 = time.perf_counter()
+        train, valid = self.sample_adapted(tasks)
+        t1 = time.perf_counter()
+        with self._threads():
+            metrics = dict(self.algo.step(train, valid))
+        t2 = time.perf_counter()
+        steps = sum(float(e.masks.sum()) for e in [*train, valid])
+        ns = {"inner_loss": "train", "entropy": "train", "logp_gap": "train"}
+        out = {f"{ns.get(k, self.algo.namespace)}/{k}": float(v) for k, v in metrics.items()}
+        out["train/return_post"] = float(valid.returns().mean())
+        out["train/return_pre"] = float(train[0].returns().mean()) if train else out["train/return_post"]
+        out["time/sample_s"] = t1 - t0
+        out["time/update_s"] = t2 - t1
+        out["time/env_steps_per_s"] = steps / max(t1 - t0, 1e-9)
+        return out
+
+    def validate(self) -> dict[str, float]:
+        """``val/return_pre`` and ``val/return_post``: mean return on the validation tasks before
+        and after ``inner.steps`` steps (resampling after each), on the training sampler."""
+        seed = validation_seed(self.cfg.seed)
+        if self._val_tasks is None:
+            self._val_tasks = self.env.unwrapped.sample_tasks(self.cfg.eval.tasks, np.random.default_rng(seed))
+        policy = self.module if self.device.type == "cpu" else copy.deepcopy(self.module).cpu()
+        returns = adaptation_returns(self.cfg, policy, self._val_tasks, steps=self.cfg.inner.steps,
+                                     sampler=self.sampler, seed=seed)
+        means = returns.mean(-1)
+        return {"val/return_pre": float(means[0]), "val/return_post": float(means[-1])}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.module.state_dict(),
+            "rng": rng_state(self.generator, self.np_rng),
+            "sampler": self.sampler.state_dict(),
+            "algorithm": self.algo.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.module.load_state_dict(state["model"])
+        set_rng_state(state["rng"], self.generator, self.np_rng)
+        algo_state = state.get("algorithm") or {"fisher_rng": state.get("fisher_rng")}  # older checkpoints
+        self.algo.load_state_dict(algo_state)
+        if state.get("sampler") is not None:
+            self.sampler.load_state_dict(state["sampler"])
+
+    def close(self) -> None:
+        self.sampler.close()
+        self.env.close()

@@ -3,22 +3,48 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import fields
 
 import pytest
 import torch
+from torch import nn
+from torch.distributions import Distribution, Independent, Normal
 
+from metarl.config import ConfigError, config_from_dict
 from metarl.maml import Params, adapt, adapt_batched, detach_params, params_of
+from metarl.rl.adapt import InnerBatch, InnerLoop, adapt_on_episodes, adapt_policy, episodes_at, split_lr
+from metarl.rl.baseline import AdvantageEstimator
+from metarl.rl.build import make_algorithm
 from metarl.rl.episodes import Episodes
-from metarl.rl.losses import entropy, kl_divergence, log_prob_gap, reinforce_loss, surrogate_loss
+from metarl.rl.fisher import (
+    FisherInput,
+    MetaProblem,
+    Subsampled,
+    exact_fisher,
+    factored_fisher,
+    make_fisher,
+    post_update_fisher,
+)
+from metarl.rl.losses import (
+    entropy,
+    kl_divergence,
+    log_prob_gap,
+    old_distribution,
+    reinforce_loss,
+    surrogate_loss,
+)
 from metarl.rl.maml_trpo import MAMLTRPO
+from metarl.rl.objective import MetaBatch, adapted_params, meta_batch, meta_objective, task_chunks
 from metarl.rl.policies import (
+    LR_PREFIX,
     CategoricalMLPPolicy,
     GaussianMLPPolicy,
     attach_inner_lr,
+    lr_key,
     policy_distribution,
     sample_actions,
 )
-from metarl.trpo import fisher_vector_product, flatten, trust_region_step, unflatten
+from metarl.trpo import TrustRegion, fisher_vector_product, flatten, trust_region_step, unflatten
 
 torch.set_num_threads(1)
 
@@ -28,6 +54,81 @@ N, T, B = 2, 6, 3
 def make_policy() -> GaussianMLPPolicy:
     torch.manual_seed(0)
     return GaussianMLPPolicy(2, 2, hidden_sizes=(4,), activation="tanh", init_std=0.8).double()
+
+
+def make_algo(
+    policy: nn.Module,
+    inner_steps: int = 1,
+    per_step_batches: bool = False,
+    *,
+    inner_lr: float = 0.5,
+    first_order: bool = False,
+    inner_estimator: str = "reinforce",
+    fisher: str = "meta",
+    fisher_tasks: int = 0,
+    fisher_episodes: int = 0,
+    fisher_factored: bool = True,
+    task_chunk: int = 4,
+    max_kl: float = 1e-2,
+    normalize_advantages: bool = True,
+    seed: int = 0,
+) -> MAMLTRPO:
+    """A MAMLTRPO from the parts: ``inner_steps`` gradient steps on one pre-update batch, or
+    (``per_step_batches``) one step on each of ``inner_steps`` batches. The Fisher strategy is chosen
+    as :mod:`metarl.rl.build` chooses it: factored where that is exact (one second-order step on one
+    batch, a fixed rate, an MLP policy) unless ``fisher_factored=False``, subsampled with ``seed``."""
+    inner = InnerLoop(inner_lr, 1 if per_step_batches else inner_steps, inner_estimator, first_order)
+    inner_batches = inner_steps if per_step_batches else 1
+    learned_lr = any(k.startswith(LR_PREFIX) for k in params_of(policy))
+    factorable = (fisher_factored and inner_batches == 1 and inner.steps == 1 and not first_order
+                  and not learned_lr and getattr(policy, "stacked", None) is not None)
+    return MAMLTRPO(
+        policy, inner=inner, inner_batches=inner_batches,
+        advantages=AdvantageEstimator(normalize=normalize_advantages), trust_region=TrustRegion(max_kl=max_kl),
+        fisher=make_fisher(fisher, factorable=factorable, tasks=fisher_tasks, episodes=fisher_episodes, seed=seed),
+        task_chunk=task_chunk,
+    )
+
+
+def adapted(algo: MAMLTRPO, train: list[Episodes], params: Params | None = None, lr_decay: float = 1.0) -> Params:
+    """theta'_i of every task, ``[N, ...]``, after one pass over the pre-update batches ``train``; at
+    the policy's current (detached) parameters when ``params`` is None, else differentiable in them."""
+    if params is None:
+        params = detach_params(params_of(algo.policy))
+    return adapt_on_episodes(algo.policy, params, train, algo.inner, algo.advantages, lr_decay=lr_decay)
+
+
+def pi_old(algo: MAMLTRPO, batch: MetaBatch, post_params: Params) -> tuple[Distribution, ...]:
+    """pi_old per chunk of ``algo.task_chunk`` tasks from given post-update params ``[N, ...]``."""
+    return tuple(
+        old_distribution(algo.policy, {k: v[s] for k, v in post_params.items()}, batch.select(s).valid.episodes,
+                         per_task=True)
+        for s in task_chunks(batch.n_tasks, algo.task_chunk)
+    )
+
+
+def objective_fn(algo: MAMLTRPO, train: list[Episodes], valid: Episodes, post_params: Params):
+    """``params -> (surrogate, mean KL)`` through the adaptation, pi_old the policies ``post_params``."""
+    batch = meta_batch(train, valid, algo.advantages)
+    old = pi_old(algo, batch, post_params)
+
+    def objective(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        value = meta_objective(algo.policy, params, batch, algo.inner, old=old, chunk=algo.task_chunk)
+        return value.loss, value.kl
+
+    return objective
+
+
+def meta_problem(algo: MAMLTRPO, train: list[Episodes], valid: Episodes) -> MetaProblem:
+    return MetaProblem(algo.policy, meta_batch(train, valid, algo.advantages), algo.inner, algo.task_chunk)
+
+
+def fisher_product(algo: MAMLTRPO, train: list[Episodes], valid: Episodes, leaves: Params, strategy=None):
+    """``v -> F v`` (undamped) of ``strategy`` (default: the algorithm's) at theta_0 = ``leaves``,
+    pi_old the post-update policies there, as the step calls it."""
+    post = adapted(algo, train, detach_params(leaves))
+    strategy = algo.fisher if strategy is None else strategy
+    return strategy(meta_problem(algo, train, valid), leaves, FisherInput(None, post))
 
 
 def rollouts(policy, params: Params, per_task: bool, g: torch.Generator) -> Episodes:
@@ -45,31 +146,29 @@ def rollouts(policy, params: Params, per_task: bool, g: torch.Generator) -> Epis
 
 
 def problem(seed: int, inner_steps: int, per_step_batches: bool, meta_sgd: bool = False, **kwargs):
-    """An algorithm, its policy, train episodes (one batch or one per inner step), valid episodes.
-    ``meta_sgd``: the policy carries learned per-parameter inner lrs, drawn around 0.5."""
+    """An algorithm, its policy, train episodes (a list: one batch, or one per inner step), valid
+    episodes. ``meta_sgd``: the policy carries learned per-parameter inner lrs, drawn around 0.5."""
     policy = make_policy()
     if meta_sgd:
         attach_inner_lr(policy, 0.5)
         with torch.no_grad():
             for lr in policy.inner_lr.values():
                 lr.add_(0.2 * torch.rand(lr.shape, generator=torch.Generator().manual_seed(seed), dtype=lr.dtype))
-    algo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=inner_steps, **kwargs)
+    algo = make_algo(policy, inner_steps, per_step_batches, **kwargs)
     g = torch.Generator().manual_seed(seed)
     theta = detach_params(params_of(policy))
+    train = [rollouts(policy, theta, False, g)]
     if per_step_batches:
-        train = [rollouts(policy, theta, False, g)]
         for _ in range(inner_steps - 1):
-            train.append(rollouts(policy, algo.adapt(train), True, g))
-    else:
-        train = rollouts(policy, theta, False, g)
-    valid = rollouts(policy, algo.adapt(train), True, g)
+            train.append(rollouts(policy, adapted(algo, train), True, g))
+    valid = rollouts(policy, adapted(algo, train), True, g)
     return algo, policy, train, valid
 
 
-def meta_loss(algo: MAMLTRPO, train, valid: Episodes, params: Params) -> torch.Tensor:
+def meta_loss(algo: MAMLTRPO, train: list[Episodes], valid: Episodes, params: Params) -> torch.Tensor:
     """The post-update surrogate as a function of theta, built from the public pieces."""
     return surrogate_loss(
-        algo.policy, algo.adapt(train, params), valid, algo.advantages(valid), per_task=True
+        algo.policy, adapted(algo, train, params), valid, algo.advantages(valid), per_task=True
     )
 
 
@@ -101,7 +200,7 @@ def test_meta_gradient_matches_finite_differences(inner_steps: int, per_step_bat
         assert lr_grad.numel() == flatten(dict(policy.inner_lr)).numel() and float(lr_grad.norm()) > 0
         return
     # the inner loop matters: the second-order meta-gradient differs from the first-order one
-    algo_fo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=inner_steps, first_order=True)
+    algo_fo = make_algo(policy, inner_steps, per_step_batches, first_order=True)
     leaves_fo = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
     grad_fo = flatten(
         torch.autograd.grad(meta_loss(algo_fo, train, valid, leaves_fo), list(leaves_fo.values()))
@@ -115,7 +214,7 @@ def test_first_order_meta_gradient_is_the_sum_of_post_update_gradients() -> None
     theta = detach_params(params_of(policy))
     leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
     grad = torch.autograd.grad(meta_loss(algo, train, valid, leaves), list(leaves.values()))
-    fast = {k: v.clone().requires_grad_(True) for k, v in algo.adapt(train).items()}
+    fast = {k: v.clone().requires_grad_(True) for k, v in adapted(algo, train).items()}
     loss = surrogate_loss(policy, fast, valid, algo.advantages(valid), per_task=True)
     ref = torch.autograd.grad(loss, list(fast.values()))
     for a, b in zip(grad, ref, strict=True):
@@ -123,19 +222,18 @@ def test_first_order_meta_gradient_is_the_sum_of_post_update_gradients() -> None
 
 
 def loop_adapt(algo: MAMLTRPO, train: list[Episodes], params: Params) -> list[Params]:
-    """Reference inner loop: plain ``adapt`` for one task at a time, one batch per step."""
+    """Reference inner loop: plain ``adapt`` for one task at a time, ``inner.steps`` steps per batch."""
     out = []
     for n in range(N):
         fast = dict(params)
         for batch in train:
             task = batch.unstack()[n]
             adv = algo.advantages(batch)[n]
-            steps = algo.inner_steps if len(train) == 1 else 1
 
             def loss_fn(p: Params, data: tuple[Episodes, torch.Tensor]) -> torch.Tensor:
                 return reinforce_loss(algo.policy, p, data[0], data[1])
 
-            fast = adapt(loss_fn, fast, (task, adv), lr=algo.inner_lr, steps=steps)
+            fast = adapt(loss_fn, fast, (task, adv), lr=algo.inner.lr, steps=algo.inner.steps)
         out.append(fast)
     return out
 
@@ -144,7 +242,7 @@ def test_adapt_with_lr_decay_takes_the_decayed_step_on_each_later_batch() -> Non
     """Test-time halving (``lr_decay``): batch j's step uses lr * decay**j, per task as plain ``adapt``."""
     algo, policy, train, valid = problem(12, 2, True)
     theta = detach_params(params_of(policy))
-    got = algo.adapt(train, lr_decay=0.5)
+    got = adapted(algo, train, lr_decay=0.5)
     for n in range(N):
         fast = dict(theta)
         for j, batch in enumerate(train):
@@ -153,10 +251,10 @@ def test_adapt_with_lr_decay_takes_the_decayed_step_on_each_later_batch() -> Non
             def loss_fn(p: Params, data: tuple[Episodes, torch.Tensor]) -> torch.Tensor:
                 return reinforce_loss(algo.policy, p, data[0], data[1])
 
-            fast = adapt(loss_fn, fast, (task, adv), lr=algo.inner_lr * 0.5**j, steps=1)
+            fast = adapt(loss_fn, fast, (task, adv), lr=algo.inner.lr * 0.5**j, steps=1)
         for k in theta:
             torch.testing.assert_close(got[k][n], fast[k], rtol=1e-12, atol=1e-12)
-    undecayed = algo.adapt(train)
+    undecayed = adapted(algo, train)
     assert any(not torch.allclose(undecayed[k], got[k]) for k in theta)
 
 
@@ -176,20 +274,19 @@ def loop_objective(algo: MAMLTRPO, train: list[Episodes], valid: Episodes, old: 
 @pytest.mark.parametrize("inner_steps,per_step_batches", [(1, False), (2, True)], ids=["1step", "2batches"])
 def test_batched_meta_step_equals_per_task_loop(inner_steps: int, per_step_batches: bool) -> None:
     algo, policy, train, valid = problem(2, inner_steps, per_step_batches)
-    train_list = train if per_step_batches else [train]
     theta = detach_params(params_of(policy))
 
     # adapted params
-    batched = algo.adapt(train)
-    looped = loop_adapt(algo, train_list, theta)
+    batched = adapted(algo, train)
+    looped = loop_adapt(algo, train, theta)
     for n in range(N):
         for k in theta:
             torch.testing.assert_close(batched[k][n], looped[n][k], rtol=1e-12, atol=1e-12)
 
     # surrogate, KL, gradient and Fisher-vector product through the adaptation
     old = [{k: v[n] for k, v in batched.items()} for n in range(N)]
-    loop_obj = loop_objective(algo, train_list, valid, old)
-    batch_obj = algo._objective(algo._inner_data(train), valid, algo.advantages(valid), batched)
+    loop_obj = loop_objective(algo, train, valid, old)
+    batch_obj = objective_fn(algo, train, valid, batched)
     v = torch.randn(flatten(theta).shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     results = []
     for objective in (batch_obj, loop_obj):
@@ -203,7 +300,7 @@ def test_batched_meta_step_equals_per_task_loop(inner_steps: int, per_step_batch
     assert float(results[0][3].norm()) > 0
 
     # the whole step: the module ends where trust_region_step on the loop objective goes
-    ref_params, ref_metrics = trust_region_step(loop_obj, theta, max_kl=algo.max_kl)
+    ref_params, ref_metrics = trust_region_step(loop_obj, theta, max_kl=algo.trust_region.max_kl)
     metrics = algo.step(train, valid)
     assert metrics["accepted"] == ref_metrics["accepted"] == 1.0
     assert metrics["ls_steps"] == ref_metrics["ls_steps"]
@@ -216,15 +313,15 @@ def test_batched_meta_step_equals_per_task_loop(inner_steps: int, per_step_batch
 def test_step_respects_the_trust_region_and_reports_metrics() -> None:
     algo, policy, train, valid = problem(3, 1, False, max_kl=0.01)
     theta = {k: p.detach().clone() for k, p in params_of(policy).items()}
-    old_fast = algo.adapt(train)
+    old_fast = adapted(algo, train)
     m = algo.step(train, valid)
     assert m["accepted"] == 1.0
     assert m["surrogate_after"] < m["surrogate_before"]
-    assert m["logp_gap"] < 1e-10  # valid episodes were sampled by algo.adapt's params
+    assert m["logp_gap"] < 1e-10  # valid episodes were sampled by the adapted params
     new_theta = detach_params(params_of(policy))
     assert any(not torch.equal(new_theta[k], theta[k]) for k in theta)
     # independently recomputed post-update KL between old and new adapted policies
-    new_fast = MAMLTRPO(policy, inner_lr=0.5, inner_steps=1).adapt(train)
+    new_fast = adapted(make_algo(policy, 1), train)
     with torch.no_grad():
         d_old = policy_distribution(policy, old_fast, valid.observations, per_task=True)
         d_new = policy_distribution(policy, new_fast, valid.observations, per_task=True)
@@ -266,42 +363,46 @@ def test_rejected_step_leaves_the_module_untouched() -> None:
 
 def test_adapt_on_per_step_batches_chains_single_steps() -> None:
     algo, policy, train, _ = problem(5, 2, True)
-    two = algo.adapt(train)
-    one = algo.adapt(train[:1])
+    two = adapted(algo, train)
+    one = adapted(algo, train[:1])
     theta = detach_params(params_of(policy))
-    # a sequence of one batch is one step (loop_adapt with one batch takes inner_steps steps,
-    # so compare with a one-step learner)
-    ref = loop_adapt(MAMLTRPO(policy, inner_lr=0.5, inner_steps=1), train[:1], theta)
+    # a sequence of one batch is one step
+    ref = loop_adapt(make_algo(policy, 1), train[:1], theta)
     for k in theta:
         assert not two[k].requires_grad
         torch.testing.assert_close(one[k][0], ref[0][k])
         torch.testing.assert_close(one[k][1], ref[1][k])
     with pytest.raises(ValueError):
-        algo.step(train[:1], train[0])  # step needs inner_steps batches
+        algo.step(train[:1], train[0])  # step needs inner_batches batches
     with pytest.raises(ValueError):
-        algo.adapt(train[0].unstack()[0])  # not stacked over tasks
+        adapted(algo, [train[0].unstack()[0]])  # not stacked over tasks
 
 
 def test_zero_inner_steps_is_plain_trpo_on_theta() -> None:
+    """No inner step (``InnerLoop(steps=0)``), or no pre-update batch at all (``inner_batches=0``,
+    the pretrained baseline): every task's post-update params are theta."""
     algo, policy, train, valid = problem(6, 0, False)
-    fast = algo.adapt(train)
+    fast = adapted(algo, train)
+    theta = detach_params(params_of(policy))
+    no_batch = adapted_params(policy, theta, MetaBatch((), InnerBatch(valid, algo.advantages(valid))), algo.inner)
     for k, p in params_of(policy).items():
-        assert fast[k].shape == (N, *p.shape)
-        torch.testing.assert_close(fast[k], p.detach().expand_as(fast[k]))
+        for got in (fast[k], no_batch[k]):
+            assert got.shape == (N, *p.shape)
+            torch.testing.assert_close(got, p.detach().expand_as(got))
 
 
 def test_step_runs_in_float32_with_module_params() -> None:
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(2, 2, hidden_sizes=(8, 8))
-    algo = MAMLTRPO(policy)
+    algo = make_algo(policy, 1, inner_lr=0.1)  # the defaults of MAMLTRPO and of the config's meta step
     g = torch.Generator().manual_seed(0)
     theta = detach_params(params_of(policy))
-    train = rollouts(policy, {k: v.double() for k, v in theta.items()}, False, g).to(dtype=torch.float32)
+    train = [rollouts(policy, {k: v.double() for k, v in theta.items()}, False, g).to(dtype=torch.float32)]
     valid = rollouts(
-        copy.deepcopy(policy).double(), {k: v.double() for k, v in algo.adapt(train).items()}, True, g
+        copy.deepcopy(policy).double(), {k: v.double() for k, v in adapted(algo, train).items()}, True, g
     ).to(dtype=torch.float32)
     m = algo.step(train, valid)
-    assert m["accepted"] == 1.0 and m["kl"] <= algo.max_kl
+    assert m["accepted"] == 1.0 and m["kl"] <= algo.trust_region.max_kl
     assert m["logp_gap"] < 1e-4
 
 
@@ -311,7 +412,7 @@ def categorical_problem(seed: int, inner_steps: int = 1):
     steps hold action -1 (out of range: it must be ignored)."""
     torch.manual_seed(0)
     policy = CategoricalMLPPolicy(2, 3, hidden_sizes=(6,)).double()
-    algo = MAMLTRPO(policy, inner_lr=0.5, inner_steps=inner_steps)
+    algo = make_algo(policy, inner_steps)
     g = torch.Generator().manual_seed(seed)
 
     def sample(params: Params, per_task: bool) -> Episodes:
@@ -330,10 +431,10 @@ def categorical_problem(seed: int, inner_steps: int = 1):
 
 def test_step_with_a_categorical_policy() -> None:
     policy, algo, sample = categorical_problem(0)
-    train = sample(detach_params(params_of(policy)), False)
-    valid = sample(algo.adapt(train), True)
+    train = [sample(detach_params(params_of(policy)), False)]
+    valid = sample(adapted(algo, train), True)
     m = algo.step(train, valid)
-    assert m["accepted"] == 1.0 and 0 < m["kl"] <= algo.max_kl
+    assert m["accepted"] == 1.0 and 0 < m["kl"] <= algo.trust_region.max_kl
     assert m["logp_gap"] < 1e-12
 
 
@@ -347,27 +448,27 @@ def test_fisher_on_all_tasks_is_the_exact_step() -> None:
 
 
 def test_subsampled_fisher_is_the_fisher_of_the_chosen_tasks() -> None:
-    algo, policy, train, valid = problem(4, 1, False, fisher_tasks=1)  # MAMLTRPO seed 0
-    theta = detach_params(params_of(policy))
+    """``fisher_tasks=1`` (seed 0 picks the task): the products are the chosen task's meta-Fisher,
+    whether factored (as the step computes them here) or by double backprop."""
     chosen = int(torch.randperm(N, generator=torch.Generator().manual_seed(0))[0])
-    # independently: the KL of the chosen task alone, through its own adaptation
-    one_train = Episodes(*(getattr(train, f)[chosen : chosen + 1] for f in
-                           ("observations", "actions", "rewards", "masks", "log_probs")))
-    one_valid = Episodes(*(getattr(valid, f)[chosen : chosen + 1] for f in
-                           ("observations", "actions", "rewards", "masks", "log_probs")))
-    old = algo.adapt(one_train, theta)
-    leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-    kl_one = kl_divergence(policy, algo.adapt(one_train, leaves), old, one_valid, per_task=True)
-    expected = fisher_vector_product(kl_one, leaves, 0.0)
-    data = algo._inner_data(train)
-    old_all = algo.adapt(train, theta)
-    sub_kl = algo._fisher_kl(data, valid, algo.advantages(valid), old_all)
-    leaves2 = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-    got = fisher_vector_product(sub_kl(leaves2), leaves2, 0.0)
-    v = torch.randn(flatten(theta).numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(got(v), expected(v))
+    for factored in (True, False):
+        algo, policy, train, valid = problem(4, 1, False, fisher_tasks=1, fisher_factored=factored)
+        assert isinstance(algo.fisher, Subsampled)
+        assert algo.fisher.base is (factored_fisher if factored else exact_fisher)
+        theta = detach_params(params_of(policy))
+        # independently: the KL of the chosen task alone, through its own adaptation
+        one_train = [episodes_at(train[0], slice(chosen, chosen + 1))]
+        one_valid = episodes_at(valid, slice(chosen, chosen + 1))
+        old = adapted(algo, one_train, theta)
+        leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+        kl_one = kl_divergence(policy, adapted(algo, one_train, leaves), old, one_valid, per_task=True)
+        expected = fisher_vector_product(kl_one, leaves, 0.0)
+        leaves2 = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+        got = fisher_product(algo, train, valid, leaves2)
+        v = torch.randn(flatten(theta).numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(got(v), expected(v))
     with pytest.raises(ValueError, match="fisher_tasks=-1"):
-        MAMLTRPO(policy, fisher_tasks=-1)
+        make_fisher("meta", factorable=True, tasks=-1)
 
 
 @pytest.mark.parametrize("inner_steps,per_step_batches", [(1, False), (2, True)], ids=["1step", "2batches"])
@@ -377,7 +478,7 @@ def test_task_chunks_give_the_same_objective_gradient_fisher_and_step(inner_step
     for chunk in (0, 1):
         algo, policy, train, valid = problem(5, inner_steps, per_step_batches, task_chunk=chunk)
         theta = detach_params(params_of(policy))
-        objective = algo._objective(algo._inner_data(train), valid, algo.advantages(valid), algo.adapt(train, theta))
+        objective = objective_fn(algo, train, valid, adapted(algo, train, theta))
         leaves = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
         loss, kl = objective(leaves)
         grad = flatten(torch.autograd.grad(loss, list(leaves.values()), retain_graph=True))
@@ -395,49 +496,50 @@ def test_task_chunks_give_the_same_objective_gradient_fisher_and_step(inner_step
 
 
 @pytest.mark.parametrize("chunk", [0, 1])
-def test_objective_takes_pi_old_from_its_first_call_as_from_given_old_params(chunk: int) -> None:
-    """Without ``old_params`` the objective's first call (at theta_0) fixes pi_old from its own
-    forward pass: value, gradient, Fisher-vector product and later calls equal those with the
-    post-update params given up front, and it records them and the step's diagnostics."""
+def test_objective_without_pi_old_at_theta0_equals_it_with_the_post_update_policies_given(chunk: int) -> None:
+    """``meta_objective(old=None)`` at theta_0 takes pi_old from its own forward pass: value,
+    gradient, Fisher-vector product and later calls with the pi_old it returns equal those with
+    pi_old built from the post-update params up front, and it returns those params and the
+    step's diagnostics."""
     algo, policy, train, valid = problem(11, 1, False, task_chunk=chunk)
     theta = detach_params(params_of(policy))
-    data, adv = algo._inner_data(train), algo.advantages(valid)
-    adapted = algo.adapt(train, theta)
+    batch = meta_batch(train, valid, algo.advantages)
+    post = adapted(algo, train, theta)
     v = torch.randn(flatten(theta).shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     shifted = unflatten(flatten(theta) + 0.05 * v, theta)
     results = []
-    for objective in (algo._objective(data, valid, adv, adapted), algo._objective(data, valid, adv)):
+    for old in (pi_old(algo, batch, post), None):
         leaves = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
-        loss, kl = objective(leaves)
-        grad = flatten(torch.autograd.grad(loss, list(leaves.values()), retain_graph=True))
-        fvp = fisher_vector_product(kl, leaves, damping=0.0)(v)
+        value = meta_objective(policy, leaves, batch, algo.inner, old=old, chunk=chunk)
+        grad = flatten(torch.autograd.grad(value.loss, list(leaves.values()), retain_graph=True))
+        fvp = fisher_vector_product(value.kl, leaves, damping=0.0)(v)
         with torch.no_grad():
-            later = torch.stack(objective(shifted))
-        results.append((loss.detach(), kl.detach(), grad, fvp, later))
+            later = meta_objective(policy, shifted, batch, algo.inner, old=value.old, chunk=chunk)
+        results.append((value.loss.detach(), value.kl.detach(), grad, fvp, torch.stack([later.loss, later.kl])))
         for k in theta:
-            torch.testing.assert_close(objective.old_params[k], adapted[k], rtol=0, atol=1e-12)
+            torch.testing.assert_close(value.post_params[k], post[k], rtol=0, atol=1e-12)
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert float(results[0][1]) == 0.0 and float(results[0][4][1]) > 0
     # the diagnostics, recomputed independently
-    expected_entropy = entropy(policy, adapted, valid, per_task=True)
-    assert objective.entropy == pytest.approx(float(expected_entropy), rel=1e-10)
-    assert objective.logp_gap < 1e-10
+    expected_entropy = entropy(policy, post, valid, per_task=True)
+    assert value.entropy == pytest.approx(float(expected_entropy), rel=1e-10)
+    assert value.logp_gap < 1e-10
     bad = valid.log_probs.clone()
     bad[N - 1, 2, 1] += 0.3  # a live step of the last task
     assert bool(valid.masks[N - 1, 2, 1] > 0)
     spoiled = Episodes(valid.observations, valid.actions, valid.rewards, valid.masks, bad)
-    objective = algo._objective(data, spoiled, adv)
-    objective({k: t.clone().requires_grad_(True) for k, t in theta.items()})
-    assert objective.logp_gap == pytest.approx(0.3, abs=1e-9)
-    assert log_prob_gap(policy, adapted, spoiled, per_task=True) == pytest.approx(objective.logp_gap, abs=1e-12)
+    value = meta_objective(policy, {k: t.clone().requires_grad_(True) for k, t in theta.items()},
+                           meta_batch(train, spoiled, algo.advantages), algo.inner, chunk=chunk)
+    assert value.logp_gap == pytest.approx(0.3, abs=1e-9)
+    assert log_prob_gap(policy, post, spoiled, per_task=True) == pytest.approx(value.logp_gap, abs=1e-12)
 
 
 def test_meta_sgd_with_uniform_rates_equals_the_fixed_lr_and_its_step_updates_them() -> None:
     algo, policy, train, valid = problem(6, 2, True)
-    fixed = algo.adapt(train)
-    attach_inner_lr(policy, algo.inner_lr)
-    learned = algo.adapt(train)
+    fixed = adapted(algo, train)
+    attach_inner_lr(policy, algo.inner.lr)
+    learned = adapted(algo, train)
     assert set(learned) == set(fixed)  # the policy's parameters only
     for k in fixed:
         torch.testing.assert_close(learned[k], fixed[k], rtol=1e-12, atol=1e-12)
@@ -446,15 +548,14 @@ def test_meta_sgd_with_uniform_rates_equals_the_fixed_lr_and_its_step_updates_th
     assert float((flatten(dict(policy.inner_lr)).detach() - before).abs().max()) > 0
 
 
-def _post_fisher_explicit(algo: MAMLTRPO, policy, train, valid: Episodes) -> torch.Tensor:
+def _post_fisher_explicit(algo: MAMLTRPO, policy, train: list[Episodes], valid: Episodes) -> torch.Tensor:
     """The mean over tasks of the Hessian of KL(pi_old_i || pi_phi) in phi at phi = theta'_i,
     formed entry by entry with ``torch.autograd.functional.hessian`` on the flat vector."""
     theta = detach_params(params_of(policy))
-    old = algo.adapt(train, theta)
-    fields = ("observations", "actions", "rewards", "masks", "log_probs")
+    old = adapted(algo, train, theta)
     hessians = []
     for i in range(valid.masks.shape[0]):
-        one_valid = Episodes(*(getattr(valid, f)[i : i + 1] for f in fields))
+        one_valid = episodes_at(valid, slice(i, i + 1))
         old_i = {k: v[i : i + 1] for k, v in old.items()}
         like = {k: v[0] for k, v in old_i.items()}
 
@@ -471,20 +572,19 @@ def test_post_update_fisher_is_the_mean_fisher_of_the_adapted_policies(fisher_ta
     algo, policy, train, valid = problem(8, 1, False, fisher="post", fisher_tasks=fisher_tasks)
     theta = detach_params(params_of(policy))
     leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-    kl = algo._fisher_kl(algo._inner_data(train), valid, algo.advantages(valid), algo.adapt(train, theta))
-    got_fvp = fisher_vector_product(kl(leaves), leaves, 0.0)
+    got_fvp = fisher_product(algo, train, valid, leaves)
     v = torch.randn(flatten(theta).numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     if fisher_tasks == 0:
+        assert algo.fisher is post_update_fisher
         expected = _post_fisher_explicit(algo, policy, train, valid) @ v
-    else:  # the chosen task's Fisher alone (MAMLTRPO seed 0 picks it)
+    else:  # the chosen task's Fisher alone (seed 0 picks it)
         chosen = int(torch.randperm(N, generator=torch.Generator().manual_seed(0))[0])
-        fields = ("observations", "actions", "rewards", "masks", "log_probs")
-        one = [Episodes(*(getattr(e, f)[chosen : chosen + 1] for f in fields)) for e in (train, valid)]
-        expected = _post_fisher_explicit(algo, policy, one[0], one[1]) @ v
+        one = [episodes_at(e, slice(chosen, chosen + 1)) for e in (train[0], valid)]
+        expected = _post_fisher_explicit(algo, policy, [one[0]], one[1]) @ v
     torch.testing.assert_close(got_fvp(v), expected)
     # it differs from the exact (meta) Fisher J^T F J when the inner step is not zero
-    exact = fisher_vector_product(algo._objective(algo._inner_data(train), valid, algo.advantages(valid),
-                                                  algo.adapt(train, theta))(leaves)[1], leaves, 0.0)(v)
+    fresh = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
+    exact = fisher_product(algo, train, valid, fresh, exact_fisher)(v)
     if fisher_tasks == 0:
         assert float((exact - expected).norm()) > 1e-3 * float(expected.norm())
 
@@ -498,34 +598,28 @@ def test_fisher_episodes_restricts_the_fisher_to_the_drawn_episodes_of_every_tas
         algo, policy, train, valid = problem(14, 1, False, fisher=fisher, fisher_episodes=2, fisher_tasks=fisher_tasks)
         theta = detach_params(params_of(policy))
         leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-        kl = algo._fisher_kl(algo._inner_data(train), valid, algo.advantages(valid), algo.adapt(train, theta))
-        got = fisher_vector_product(kl(leaves), leaves, 0.0)
-        g = torch.Generator().manual_seed(0)  # MAMLTRPO's seed: tasks first, then episodes
+        got = fisher_product(algo, train, valid, leaves)
+        g = torch.Generator().manual_seed(0)  # make_fisher's seed: tasks first, then episodes
         tasks = torch.randperm(N, generator=g)[:1].sort().values if fisher_tasks else torch.arange(N)
         episodes = torch.randperm(B, generator=g)[:2].sort().values
-        fields = ("observations", "actions", "rewards", "masks", "log_probs")
-        sub_train = Episodes(*(getattr(train, f)[tasks] for f in fields))
-        sub_valid = Episodes(*(getattr(valid, f)[tasks][:, :, episodes] for f in fields))
+        sub_train = episodes_at(train[0], tasks)
+        sub_valid = episodes_at(episodes_at(valid, tasks), (slice(None), slice(None), episodes))
         v = torch.randn(flatten(theta).numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(4))
         if fisher == "post":
-            expected = _post_fisher_explicit(algo, policy, sub_train, sub_valid) @ v
+            expected = _post_fisher_explicit(algo, policy, [sub_train], sub_valid) @ v
         else:  # the exact objective's KL, built on the sub-batch alone (the adaptation sees every train episode)
-            sub_algo = MAMLTRPO(policy, inner_lr=algo.inner_lr, inner_steps=1)
-            objective = sub_algo._objective(sub_algo._inner_data(sub_train), sub_valid, sub_algo.advantages(sub_valid),
-                                            sub_algo.adapt(sub_train, theta))
+            sub_algo = make_algo(policy, 1, inner_lr=algo.inner.lr)
+            objective = objective_fn(sub_algo, [sub_train], sub_valid, adapted(sub_algo, [sub_train], theta))
             fresh = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
             expected = fisher_vector_product(objective(fresh)[1], fresh, 0.0)(v)
         torch.testing.assert_close(got(v), expected)
-        everything = MAMLTRPO(policy, inner_lr=algo.inner_lr, inner_steps=1, fisher=fisher, fisher_tasks=fisher_tasks)
-        all_kl = everything._fisher_kl(everything._inner_data(train), valid, everything.advantages(valid),
-                                       everything.adapt(train, theta))
+        everything = make_algo(policy, 1, inner_lr=algo.inner.lr, fisher=fisher, fisher_tasks=fisher_tasks)
         fresh = {k: t.clone().requires_grad_(True) for k, t in theta.items()}
-        full = (fisher_vector_product(all_kl(fresh), fresh, 0.0) if all_kl is not None else None)
-        if full is not None:
-            assert float((full(v) - expected).norm()) > 1e-6 * float(expected.norm())  # a real restriction
+        full = fisher_product(everything, train, valid, fresh)
+        assert float((full(v) - expected).norm()) > 1e-6 * float(expected.norm())  # a real restriction
     assert algo.step(train, valid)["accepted"] == 1.0
     with pytest.raises(ValueError, match="fisher_episodes=-1"):
-        MAMLTRPO(policy, fisher_episodes=-1)
+        make_fisher(fisher, factorable=True, episodes=-1)
 
 
 def test_post_update_fisher_equals_the_exact_one_when_the_inner_step_is_zero() -> None:
@@ -533,10 +627,10 @@ def test_post_update_fisher_equals_the_exact_one_when_the_inner_step_is_zero() -
     results = []
     for fisher in ("meta", "post"):
         policy = make_policy()
-        algo = MAMLTRPO(policy, inner_lr=0.0, inner_steps=1, fisher=fisher)
+        algo = make_algo(policy, 1, inner_lr=0.0, fisher=fisher)
         g = torch.Generator().manual_seed(9)
-        train = rollouts(policy, detach_params(params_of(policy)), False, g)
-        valid = rollouts(policy, algo.adapt(train), True, g)
+        train = [rollouts(policy, detach_params(params_of(policy)), False, g)]
+        valid = rollouts(policy, adapted(algo, train), True, g)
         m = algo.step(train, valid)
         assert m["accepted"] == 1.0
         results.append(flatten(params_of(policy)).detach())
@@ -547,16 +641,19 @@ def test_post_update_fisher_step_respects_the_exact_trust_region() -> None:
     algo, policy, train, valid = problem(10, 1, False, fisher="post")
     theta = {k: v.clone() for k, v in detach_params(params_of(policy)).items()}  # step writes in place
     m = algo.step(train, valid)
-    assert m["accepted"] == 1.0 and 0 < m["kl"] <= algo.max_kl
+    assert m["accepted"] == 1.0 and 0 < m["kl"] <= algo.trust_region.max_kl
     # the reported KL is the exact one, through the adaptation, at the new parameters
     new = detach_params(params_of(policy))
-    old = algo.adapt(train, theta)
-    kl = kl_divergence(policy, algo.adapt(train, new), old, valid, per_task=True)
+    old = adapted(algo, train, theta)
+    kl = kl_divergence(policy, adapted(algo, train, new), old, valid, per_task=True)
     torch.testing.assert_close(float(kl), m["kl"])
-    with pytest.raises(ValueError, match="fisher='bogus'"):
-        MAMLTRPO(policy, fisher="bogus")
-    with pytest.raises(ValueError, match="learned inner rates"):  # at construction, before any sampling
-        problem(10, 1, False, meta_sgd=True, fisher="post")
+    with pytest.raises(ValueError, match="got 'bogus'"):
+        make_fisher("bogus", factorable=True)
+    # refused when the run is built from its config, before any sampling
+    meta_sgd_policy = attach_inner_lr(make_policy(), 0.5)
+    cfg = config_from_dict({"benchmark": "rl", "inner": {"lr": 0.5, "learn_lr": True}, "trpo": {"fisher": "post"}})
+    with pytest.raises(ConfigError, match="learned inner rates"):
+        make_algorithm(cfg, meta_sgd_policy)
 
 
 @pytest.mark.parametrize("inner_steps,per_step_batches", [(1, False), (2, True)], ids=["1step", "2batches"])
@@ -567,7 +664,7 @@ def test_meta_fisher_vector_product_matches_finite_differences_of_the_kl_gradien
     derivatives of the activations); central differences of its gradient need only first ones."""
     algo, policy, train, valid = problem(11, inner_steps, per_step_batches)
     theta = detach_params(params_of(policy))
-    objective = algo._objective(algo._inner_data(train), valid, algo.advantages(valid), algo.adapt(train, theta))
+    objective = objective_fn(algo, train, valid, adapted(algo, train, theta))
 
     def kl_grad(flat: torch.Tensor) -> torch.Tensor:
         leaves = {k: v.clone().requires_grad_(True) for k, v in unflatten(flat, theta).items()}
@@ -590,10 +687,10 @@ def test_lvc_inner_estimator_takes_the_same_step_and_adds_the_sampling_curvature
     step by step with plain autograd."""
     alpha = 0.5
     algo, policy, train, valid = problem(12, 1, False)
-    lvc = MAMLTRPO(policy, inner_lr=alpha, inner_steps=1, inner_estimator="lvc")
+    lvc = make_algo(policy, 1, inner_lr=alpha, inner_estimator="lvc")
     theta = detach_params(params_of(policy))
-    for k, v in algo.adapt(train, theta).items():  # same inner step
-        torch.testing.assert_close(lvc.adapt(train, theta)[k], v, rtol=1e-12, atol=1e-12)
+    for k, v in adapted(algo, train, theta).items():  # same inner step
+        torch.testing.assert_close(adapted(lvc, train, theta)[k], v, rtol=1e-12, atol=1e-12)
 
     grads = []
     for a in (algo, lvc):
@@ -602,50 +699,57 @@ def test_lvc_inner_estimator_takes_the_same_step_and_adds_the_sampling_curvature
     assert float((grads[1] - grads[0]).norm()) > 1e-3 * float(grads[0].norm())
 
     # independent: alpha * sum_n M_n g'_n / N, M_n from per-step score vectors
-    fast = algo.adapt(train, theta)
-    adv_train, adv_valid = algo.advantages(train), algo.advantages(valid)
+    fast = adapted(algo, train, theta)
+    pre = train[0]
+    adv_train, adv_valid = algo.advantages(pre), algo.advantages(valid)
     expected = torch.zeros_like(grads[0])
     for n in range(N):
         fast_n = {k: v[n].clone().requires_grad_(True) for k, v in fast.items()}
-        valid_n = Episodes(*(getattr(valid, f)[n : n + 1] for f in ("observations", "actions", "rewards",
-                                                                       "masks", "log_probs")))
+        valid_n = episodes_at(valid, slice(n, n + 1))
         post = surrogate_loss(policy, {k: v[None] for k, v in fast_n.items()}, valid_n, adv_valid[n : n + 1],
                               per_task=True)
         g_post = flatten(torch.autograd.grad(post, list(fast_n.values())))
-        live = torch.nonzero(train.masks[n] > 0)
+        live = torch.nonzero(pre.masks[n] > 0)
         m_g = torch.zeros_like(g_post)
         for t, b in live.tolist():
             leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-            logp = policy_distribution(policy, leaves, train.observations[n, t, b], per_task=False).log_prob(
-                train.actions[n, t, b])
+            logp = policy_distribution(policy, leaves, pre.observations[n, t, b], per_task=False).log_prob(
+                pre.actions[n, t, b])
             score = flatten(torch.autograd.grad(logp, list(leaves.values())))
             m_g += adv_train[n, t, b] * score * torch.dot(score, g_post)
         expected += alpha * m_g / len(live) / N
     torch.testing.assert_close(grads[1] - grads[0], expected, rtol=1e-7, atol=1e-10)
-    with pytest.raises(ValueError, match="inner_estimator='dice'"):
-        MAMLTRPO(policy, inner_estimator="dice")
+    with pytest.raises(ValueError, match="estimator='dice'"):
+        InnerLoop(estimator="dice")
 
 
 @pytest.mark.parametrize("case", ["gaussian", "gaussian-first-order", "gaussian-meta-sgd", "categorical"])
 def test_stacked_adaptation_equals_vmap_of_adapt_with_meta_gradients(case: str) -> None:
-    """MAMLTRPO adapts MLP policies without vmap (theta expanded to per-task copies, one backward
+    """adapt_policy adapts MLP policies without vmap (theta expanded to per-task copies, one backward
     pass); it must give vmap-of-``adapt``'s params and their derivatives wrt theta (and the rates)."""
     if case == "categorical":
         policy, algo, sample = categorical_problem(3, inner_steps=2)
-        train = sample(detach_params(params_of(policy)), False)
+        train = [sample(detach_params(params_of(policy)), False)]
     else:
         algo, policy, train, _ = problem(13, 2, False, meta_sgd=case.endswith("meta-sgd"),
                                          first_order=case.endswith("first-order"))
-    data = algo._inner_data(train)
+    assert getattr(policy, "stacked", None) is not None
+    batches = [InnerBatch(e, algo.advantages(e)) for e in train]
+    inner = algo.inner
+
+    def inner_loss(p: Params, data: tuple) -> torch.Tensor:
+        episode_fields, advantages = data
+        return inner.loss(policy, p, Episodes(*episode_fields), advantages)
+
+    data = (tuple(getattr(train[0], f.name) for f in fields(Episodes)), batches[0].advantages)
     results = []
     for path in ("stacked", "vmap"):
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params_of(policy).items()}
         if path == "stacked":
-            fast = algo._adapt(data, leaves)
+            fast = adapt_policy(policy, leaves, batches, inner)
         else:
-            params, lr = algo._split_lr(leaves)
-            fast = adapt_batched(algo._inner_loss, params, data.batches[0], lr=lr, steps=2,
-                                 first_order=algo.first_order)
+            params, lr = split_lr(leaves, inner.lr)
+            fast = adapt_batched(inner_loss, params, data, lr=lr, steps=2, first_order=inner.first_order)
         scalar = sum((v.sin() * torch.linspace(0.5, 1.5, v.numel(), dtype=v.dtype).view_as(v)).sum()
                      for v in fast.values())
         grads = torch.autograd.grad(scalar, list(leaves.values()), allow_unused=True, materialize_grads=True)
@@ -653,10 +757,86 @@ def test_stacked_adaptation_equals_vmap_of_adapt_with_meta_gradients(case: str) 
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     with torch.no_grad():  # sampling and the line search: no graph, same numbers
-        plain = algo._adapt(data, detach_params(params_of(policy)))
+        plain = adapt_policy(policy, detach_params(params_of(policy)), batches, inner)
     for i, k in enumerate(sorted(plain)):
         assert not plain[k].requires_grad
         torch.testing.assert_close(plain[k], results[0][i], rtol=1e-12, atol=1e-12)
+
+
+class PlainGaussianPolicy(nn.Module):
+    """A Gaussian policy with no ``stacked`` forward (a plain ``nn.Sequential`` with ``nn.Tanh``):
+    adapt_policy and the losses run it through ``functional_call`` and ``torch.func.vmap``. Its
+    parameters carry the names of :func:`make_policy`'s, so that one's values can be loaded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mu = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 2))
+        self.log_std = nn.Parameter(torch.zeros(2))
+
+    def forward(self, obs: torch.Tensor) -> Distribution:
+        loc = self.mu(obs)
+        scale = self.log_std.exp().expand_as(loc)
+        return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+
+@pytest.mark.parametrize("case", ["2batches-decay", "2steps-first-order", "meta-sgd-2batches"])
+def test_vmap_adaptation_of_a_plain_module_equals_the_stacked_mlp_and_a_per_task_loop(case: str) -> None:
+    """adapt_policy on a policy without ``stacked`` (the vmap path) gives, for the same function and
+    data, the stacked MLP path's adapted params and meta-gradient (of the post-update surrogate, wrt
+    theta and the learned rates), and those of a per-task loop of plain :func:`metarl.maml.adapt`."""
+    per_step, meta_sgd = case.startswith(("2batches", "meta-sgd")), case.startswith("meta-sgd")
+    algo, mlp_policy, train, valid = problem(16, 2, per_step, meta_sgd=meta_sgd,
+                                             first_order=case.endswith("first-order"))
+    decay = 0.5 if case.endswith("decay") else 1.0
+    plain = PlainGaussianPolicy().double()
+    if meta_sgd:
+        attach_inner_lr(plain, 0.0)
+    plain.load_state_dict(mlp_policy.state_dict())
+    assert getattr(plain, "stacked", None) is None
+    inner, adv_valid = algo.inner, algo.advantages(valid)
+    batches = [InnerBatch(e, algo.advantages(e)) for e in train]
+    theta = detach_params(params_of(mlp_policy))
+    assert set(theta) == set(params_of(plain))
+
+    def per_task_loop(leaves: Params) -> tuple[Params, torch.Tensor]:
+        """Reference: each task adapted alone by ``adapt``, the surrogate averaged over tasks."""
+        params = {k: v for k, v in leaves.items() if not k.startswith(LR_PREFIX)}
+        lr = {k: leaves[LR_PREFIX + lr_key(k)] for k in params} if meta_sgd else inner.lr
+        fasts, loss = [], 0.0
+        for n in range(N):
+            fast = dict(params)
+            for j, batch in enumerate(batches):
+                step_lr = {k: v * decay**j for k, v in lr.items()} if meta_sgd else lr * decay**j
+
+                def loss_fn(p: Params, d: tuple[Episodes, torch.Tensor]) -> torch.Tensor:
+                    return reinforce_loss(plain, p, d[0], d[1])
+
+                fast = adapt(loss_fn, fast, (batch.episodes.unstack()[n], batch.advantages[n]), lr=step_lr,
+                             steps=inner.steps, first_order=inner.first_order)
+            fasts.append(fast)
+            loss = loss + surrogate_loss(plain, fast, valid.unstack()[n], adv_valid[n]) / N
+        return {k: torch.stack([f[k] for f in fasts]) for k in params}, loss
+
+    results = []
+    for path in ("stacked", "vmap", "loop"):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+        if path == "loop":
+            fast, loss = per_task_loop(leaves)
+        else:
+            policy = mlp_policy if path == "stacked" else plain
+            fast = adapt_policy(policy, leaves, batches, inner, lr_decay=decay)
+            loss = surrogate_loss(policy, fast, valid, adv_valid, per_task=True)
+        grad = flatten(torch.autograd.grad(loss, list(leaves.values())))
+        results.append([fast[k].detach() for k in sorted(fast)] + [loss.detach(), grad])
+    assert float(results[0][-1].norm()) > 0
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():  # no graph, the same params
+        detached = adapt_policy(plain, theta, batches, inner, lr_decay=decay)
+    for i, k in enumerate(sorted(detached)):
+        assert not detached[k].requires_grad
+        torch.testing.assert_close(detached[k], results[1][i], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("estimator", ["reinforce", "lvc"])
@@ -667,15 +847,16 @@ def test_factored_meta_fisher_product_equals_double_backprop_through_the_adaptat
     for fisher_tasks in (0, 1):
         algo, policy, train, valid = problem(15, 1, False, inner_estimator=estimator, fisher_tasks=fisher_tasks)
         theta = detach_params(params_of(policy))
-        data, adv = algo._inner_data(train), algo.advantages(valid)
-        assert algo._factored(data)
-        old = algo.adapt(train, theta)
-        algo.fisher_generator.manual_seed(3)
-        sub_data, sub_valid, sub_adv, sub_old = algo._fisher_subset(data, valid, adv, old)
+        if fisher_tasks:  # the same draw of tasks for both
+            assert isinstance(algo.fisher, Subsampled) and algo.fisher.base is factored_fisher
+            algo.fisher.generator.manual_seed(3)
+            want_fisher = Subsampled(exact_fisher, fisher_tasks, 0, torch.Generator().manual_seed(3))
+        else:
+            assert algo.fisher is factored_fisher
+            want_fisher = exact_fisher
         leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-        got = algo._meta_fisher_product(sub_data, sub_valid, sub_old, leaves)
-        kl = algo._objective(sub_data, sub_valid, sub_adv, sub_old)(leaves)[1]
-        want = fisher_vector_product(kl, leaves, 0.0)
+        got = fisher_product(algo, train, valid, leaves)
+        want = fisher_product(algo, train, valid, leaves, want_fisher)
         for seed in range(3):
             v = torch.randn(flatten(theta).numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
             torch.testing.assert_close(got(v), want(v), rtol=1e-9, atol=1e-12)
@@ -686,24 +867,33 @@ def test_factored_meta_fisher_product_equals_double_backprop_through_the_adaptat
         assert algo.step(train, valid)["accepted"] == 1.0
         results.append(flatten(params_of(policy)).detach())
     torch.testing.assert_close(results[0], results[1], rtol=1e-8, atol=1e-10)
-    # not exact (or not implemented) elsewhere: two inner steps, learned rates, first order, post
-    for kwargs in ({"inner_steps": 2}, {"meta_sgd": True}, {"first_order": True}, {"fisher": "post"}):
-        steps = kwargs.pop("inner_steps", 1)
-        algo, *_rest = problem(15, steps, False, **kwargs)
-        assert not algo._factored(algo._inner_data(_rest[1]))
+    # not exact (or not implemented) elsewhere: the run's config picks it only for one fixed-rate
+    # second-order step on one batch of an MLP policy ...
+    for overrides in ({}, {"steps": 2}, {"learn_lr": True}, {"first_order": True}, {"fisher": "post"}):
+        trpo = {"fisher": overrides.pop("fisher")} if "fisher" in overrides else {}
+        cfg = config_from_dict({"benchmark": "rl", "inner_estimator": estimator, "inner": overrides, "trpo": trpo})
+        policy = make_policy()
+        if cfg.inner.learn_lr:
+            attach_inner_lr(policy, cfg.inner.lr)
+        assert (make_algorithm(cfg, policy).fisher is factored_fisher) == (not overrides and not trpo)
+    # ... and the strategy refuses several steps on one batch and a first-order inner loop
+    for inner in (InnerLoop(0.5, 2, estimator), InnerLoop(0.5, 1, estimator, first_order=True)):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+        problem_ = meta_problem(algo, train, valid)._replace(inner=inner)
+        with pytest.raises(ValueError, match="one second-order inner step"):
+            factored_fisher(problem_, leaves, FisherInput(None, adapted(algo, train, theta)))
 
 
 def test_factored_meta_fisher_product_with_a_categorical_policy() -> None:
     policy, algo, sample = categorical_problem(5)
     theta = detach_params(params_of(policy))
-    train = sample(theta, False)
-    old = algo.adapt(train)
+    train = [sample(theta, False)]
+    old = adapted(algo, train)
     valid = sample(old, True)
-    data = algo._inner_data(train)
-    assert algo._factored(data)
+    assert algo.fisher is factored_fisher
     leaves = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-    got = algo._meta_fisher_product(data, valid, old, leaves)
-    want = fisher_vector_product(algo._objective(data, valid, algo.advantages(valid), old)(leaves)[1], leaves, 0.0)
+    got = fisher_product(algo, train, valid, leaves)
+    want = fisher_vector_product(objective_fn(algo, train, valid, old)(leaves)[1], leaves, 0.0)
     v = torch.randn(flatten(theta).numel(), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(got(v), want(v), rtol=1e-9, atol=1e-12)
     assert float(want(v).norm()) > 0

@@ -85,23 +85,21 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``metarl bench WHAT`` -> the module whose ``main(argv)`` runs it.
+BENCHMARKS: dict[str, str] = {
+    "envs": "metarl.benchmarks.envs",
+    "maml": "metarl.benchmarks.maml",
+    "fewshot": "metarl.benchmarks.fewshot",
+    "rl": "metarl.benchmarks.rl",
+    "time-to-result": "metarl.benchmarks.time_to_result",
+    "ray": "metarl.benchmarks.ray",
+}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    rest = args.rest
-    if args.what == "envs":
-        from metarl.benchmarks.envs import main as bench
-    elif args.what == "maml":
-        from metarl.benchmarks.maml import main as bench
-    elif args.what == "fewshot":
-        from metarl.benchmarks.fewshot import main as bench
-    elif args.what == "rl":
-        from metarl.benchmarks.rl import main as bench
-    elif args.what == "time-to-result":
-        from metarl.benchmarks.time_to_result import main as bench
-    elif args.what == "ray":
-        from metarl.benchmarks.ray import main as bench
-    else:  # pragma: no cover - argparse restricts choices
-        raise ValueError(args.what)
-    return int(bench(rest) or 0)
+    import importlib
+
+    return int(importlib.import_module(BENCHMARKS[args.what]).main(args.rest) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="throughput benchmarks against the measured limit or a peer")
-    b.add_argument("what", choices=["envs", "maml", "fewshot", "rl", "time-to-result", "ray"])
+    b.add_argument("what", choices=list(BENCHMARKS))
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (--help)")
     b.set_defaults(func=cmd_bench)
 

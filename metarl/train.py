@@ -75,6 +75,33 @@ def _is_better(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value < best if mode == "min" else value > best)
 
 
+def _open_run(
+    cfg: CommonConfig | None, logdir: str | Path | None, resume: str | Path | None,
+    overrides: list[tuple[str, Any]] | None,
+) -> tuple[CommonConfig, Path, dict[str, Any] | None]:
+    """The run's config, directory (created, with config.yaml) and, when resuming, its checkpoint."""
+    state = None
+    if resume is not None:
+        run_dir = Path(resume)
+        if not run_dir.is_dir():
+            raise CheckpointError(f"--resume {str(run_dir)!r}: not a run directory")
+        state = load_checkpoint(run_dir)
+        cfg = config_from_dict(state["config"], overrides or [])
+    elif cfg is None:
+        raise ValueError("train: pass a config or resume=RUN_DIR")
+    check_device(cfg.device)
+    run_dir = Path(logdir) if logdir is not None and resume is None else (Path(resume) if resume else None)
+    run_dir = run_dir or default_logdir(cfg)
+    if resume is None and (run_dir / "checkpoints" / "last.pt").exists():
+        raise ConfigError(
+            f"run directory {str(run_dir)!r} already holds a run; continue it with --resume {run_dir} "
+            "or pass another --logdir"
+        )
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    return cfg, run_dir, state
+
+
 def train(
     cfg: CommonConfig | None = None,
     *,
@@ -92,26 +119,8 @@ def train(
     same way once this call has run that long (a wall-clock budget; the iteration in progress
     finishes first).
     """
-    state = None
-    if resume is not None:
-        run_dir = Path(resume)
-        if not run_dir.is_dir():
-            raise CheckpointError(f"--resume {str(run_dir)!r}: not a run directory")
-        state = load_checkpoint(run_dir)
-        cfg = config_from_dict(state["config"], overrides or [])
-    elif cfg is None:
-        raise ValueError("train: pass a config or resume=RUN_DIR")
-    check_device(cfg.device)
-    run_dir = Path(logdir) if logdir is not None and resume is None else (Path(resume) if resume else None)
-    run_dir = run_dir or default_logdir(cfg)
+    cfg, run_dir, state = _open_run(cfg, logdir, resume, overrides)
     ckpt_dir = run_dir / "checkpoints"
-    if resume is None and (ckpt_dir / "last.pt").exists():
-        raise ConfigError(
-            f"run directory {str(run_dir)!r} already holds a run; continue it with --resume {run_dir} "
-            "or pass another --logdir"
-        )
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
 
     learner = build_learner(cfg)
     start, best = 0, None

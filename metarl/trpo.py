@@ -221,12 +221,32 @@ def trust_region_update(
     if ls_max_steps < 1:
         raise ValueError(f"trust_region_step: ls_max_steps={ls_max_steps} must be >= 1")
 
+    full_step, metrics = natural_step(loss, params, fisher_product, max_kl=max_kl, cg_iters=cg_iters,
+                                      cg_damping=cg_damping, ls_max_steps=ls_max_steps)
+    old = {k: v.detach() for k, v in params.items()}
+    if full_step is None:
+        return {k: v.clone() for k, v in old.items()}, metrics
+    return line_search(objective, old, full_step, metrics["surrogate_before"], metrics, max_kl=max_kl,
+                       ls_ratio=ls_ratio, ls_max_steps=ls_max_steps, ls_rescale=ls_rescale)
+
+
+def natural_step(
+    loss: torch.Tensor,
+    params: Params,
+    fisher_product: Callable[[], FisherProduct],
+    *,
+    max_kl: float,
+    cg_iters: int,
+    cg_damping: float,
+    ls_max_steps: int,
+) -> tuple[torch.Tensor | None, dict[str, float]]:
+    """The full TRPO step ``s * sqrt(2 delta / s^T (F + damping I) s)``, s = CG(F + damping I, g), and
+    the step's initial metrics (as if rejected); ``None`` for g = 0 (nothing to do)."""
     grads = torch.autograd.grad(
         loss, list(params.values()), retain_graph=True, allow_unused=True, materialize_grads=True
     )
     g = flatten(grads).detach()
     loss_before = float(loss.detach())
-    old = {k: v.detach() for k, v in params.items()}
     metrics: dict[str, float] = {
         "surrogate_before": loss_before,
         "surrogate_after": loss_before,
@@ -242,17 +262,13 @@ def trust_region_update(
             f"({metrics['grad_norm']})"
         )
     if metrics["grad_norm"] == 0.0:
-        return {k: v.clone() for k, v in old.items()}, metrics
-
+        return None, metrics
     fvp = _damped(fisher_product(), cg_damping)
     s, residual = conjugate_gradient(fvp, g, iters=cg_iters, return_residual=True)
     sFs = float(torch.dot(s, g - residual))  # = s^T (F + damping I) s, without an 11th product
-    del fvp, loss  # free the double-backprop graph before the line search
     if not math.isfinite(sFs) or sFs <= 0.0:
         raise FloatingPointError(f"trust_region_step: s^T F s = {sFs}; the damped Fisher must be positive")
-    full_step = math.sqrt(2.0 * max_kl / sFs) * s
-    return line_search(objective, old, full_step, loss_before, metrics, max_kl=max_kl, ls_ratio=ls_ratio,
-                       ls_max_steps=ls_max_steps, ls_rescale=ls_rescale)
+    return math.sqrt(2.0 * max_kl / sFs) * s, metrics
 
 
 def _damped(product: FisherProduct, damping: float) -> FisherProduct:

@@ -60,10 +60,10 @@ def test_short_run_adapts_on_held_out_tasks(tmp_path):
 
 def test_evaluation_tasks_are_not_the_training_tasks_of_the_same_seed():
     from metarl.config import SinusoidConfig
-    from metarl.fewshot.build import sinusoid_tasks, test_batch
+    from metarl.fewshot.build import sinusoid_tasks, sinusoid_test_batch
 
     cfg = SinusoidConfig(seed=3)
     train = sinusoid_tasks(cfg).sample(50, torch.Generator().manual_seed(3))
-    held_out = test_batch(cfg, 50, 3, None)
+    held_out = sinusoid_test_batch(cfg, 50, 3, None)
     assert not torch.isin(held_out.y_query, train.y_query).any()
-    assert torch.equal(test_batch(cfg, 50, 3, None).y_query, held_out.y_query)
+    assert torch.equal(sinusoid_test_batch(cfg, 50, 3, None).y_query, held_out.y_query)

@@ -24,6 +24,11 @@ from metarl.seeding import eval_seed, validation_seed
 BASELINE_SEED_OFFSET = 20_011
 
 
+#: The sinusoid ``algorithm`` choices and whether each adapts (``pretrain``: the paper's joint
+#: regression baseline).
+ADAPTS: dict[str, bool] = {"maml": True, "pretrain": False}
+
+
 def seeded_module(factory: Any, seed: int) -> nn.Module:
     """Build a module with its initialisation drawn from ``seed`` without touching global RNG state."""
     with torch.random.fork_rng(devices=[]):
@@ -50,7 +55,7 @@ def build_sinusoid(cfg: SinusoidConfig) -> SupervisedMAML:
         module, tasks, val, loss="mse", meta_batch_size=cfg.meta_batch_size,
         inner_lr=cfg.inner.lr, inner_steps=cfg.inner.steps, first_order=cfg.inner.first_order,
         learn_lr=cfg.inner.learn_lr, outer_lr=cfg.optim.lr, grad_clip=cfg.optim.grad_clip,
-        seed=cfg.seed, device=cfg.device, algorithm=cfg.algorithm,
+        seed=cfg.seed, device=cfg.device, adapts=ADAPTS[cfg.algorithm],
     )
 
 

@@ -9,7 +9,7 @@ in-sample: evaluate ``last.pt``), test on the 423 ``test`` characters. MiniImage
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,33 +22,67 @@ from metarl.fewshot.models import build_classifier
 _CACHE: dict[tuple, FewShotTasks] = {}
 
 
+def _omniglot_tasks(cfg: ClassificationConfig, subset: str) -> FewShotTasks:
+    from metarl.fewshot.omniglot import omniglot_tasks
+
+    d = cfg.dataset
+    if d.split == "lake":
+        subset = {"trainval": "train", "val": "test"}.get(subset, subset)
+    training = subset in ("train", "trainval")
+    return omniglot_tasks(
+        subset, ways=d.ways, shots=d.shots, query=d.query, split=d.split, root=d.root, download=d.download,
+        augment_rotations=None if d.augment_rotations and training else False,
+        max_classes=d.max_classes if training else 0, resample=d.resample, cache_dir=d.cache_dir,
+    )
+
+
+def _miniimagenet_tasks(cfg: ClassificationConfig, subset: str) -> FewShotTasks:
+    from metarl.fewshot.miniimagenet import miniimagenet_tasks
+
+    d = cfg.dataset
+    subset = {"trainval": "train"}.get(subset, subset)
+    return miniimagenet_tasks(subset, ways=d.ways, shots=d.shots, query=d.query, root=d.root, cache_dir=d.cache_dir,
+                              max_classes=d.max_classes if subset == "train" else 0)
+
+
+def _omniglot_image(cfg: ClassificationConfig, img: Any, h: int, w: int) -> np.ndarray:
+    """Exactly the training-time decoding: dark pixels are ink (1.0), resized with the run's filter."""
+    from PIL import Image
+
+    from metarl.fewshot.omniglot import RESAMPLE
+
+    ink = (np.asarray(img.convert("L")) < 128).astype(np.uint8) * 255
+    return np.asarray(Image.fromarray(ink).resize((w, h), RESAMPLE[cfg.dataset.resample]), dtype=np.float32)[None] / 255
+
+
+def _rgb_image(cfg: ClassificationConfig, img: Any, h: int, w: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(img.convert("RGB").resize((w, h), Image.BILINEAR), dtype=np.float32).transpose(2, 0, 1) / 255
+
+
+class Dataset(NamedTuple):
+    """A registered image dataset: its tasks by subset, input shape and raw-image decoding."""
+
+    tasks: Callable[[ClassificationConfig, str], FewShotTasks]
+    x_shape: tuple[int, int, int]
+    decode: Callable[[ClassificationConfig, Any, int, int], np.ndarray]
+
+
+#: ``dataset.name`` -> :class:`Dataset`.
+DATASETS: dict[str, Dataset] = {
+    "omniglot": Dataset(_omniglot_tasks, (1, 28, 28), _omniglot_image),
+    "miniimagenet": Dataset(_miniimagenet_tasks, (3, 84, 84), _rgb_image),
+}
+
+
 def _tasks(cfg: ClassificationConfig, subset: str) -> FewShotTasks:
     d = cfg.dataset
     key = (d.name, subset, d.split, d.root, d.ways, d.shots, d.query, d.max_classes, d.cache_dir,
            d.augment_rotations, d.resample)
-    if key in _CACHE:
-        return _CACHE[key]
-    if d.name == "omniglot":
-        from metarl.fewshot.omniglot import omniglot_tasks
-
-        if d.split == "lake":
-            subset = {"trainval": "train", "val": "test"}.get(subset, subset)
-        tasks = omniglot_tasks(
-            subset, ways=d.ways, shots=d.shots, query=d.query, split=d.split, root=d.root,
-            download=d.download, augment_rotations=None if d.augment_rotations and subset in ("train", "trainval")
-            else False, max_classes=d.max_classes if subset in ("train", "trainval") else 0,
-            resample=d.resample, cache_dir=d.cache_dir,
-        )
-    else:
-        from metarl.fewshot.miniimagenet import miniimagenet_tasks
-
-        mi_subset = {"trainval": "train"}.get(subset, subset)
-        tasks = miniimagenet_tasks(
-            mi_subset, ways=d.ways, shots=d.shots, query=d.query, root=d.root, cache_dir=d.cache_dir,
-            max_classes=d.max_classes if mi_subset == "train" else 0,
-        )
-    _CACHE[key] = tasks
-    return tasks
+    if key not in _CACHE:
+        _CACHE[key] = DATASETS[d.name].tasks(cfg, subset)
+    return _CACHE[key]
 
 
 class _FixedEpisodes:
@@ -63,7 +97,7 @@ class _FixedEpisodes:
 
 
 def x_shape(cfg: ClassificationConfig) -> tuple[int, int, int]:
-    return (1, 28, 28) if cfg.dataset.name == "omniglot" else (3, 84, 84)
+    return DATASETS[cfg.dataset.name].x_shape
 
 
 def classification_parts(cfg: ClassificationConfig) -> tuple[Callable[[], nn.Module], Any, Any, Any]:
@@ -93,13 +127,5 @@ def transform_images(cfg: ClassificationConfig, raw: Any) -> torch.Tensor:
     out = []
     for item in raw:
         img = item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item))
-        if cfg.dataset.name == "omniglot":  # exactly the training-time decoding (dark pixels are ink)
-            from metarl.fewshot.omniglot import RESAMPLE
-
-            ink = (np.asarray(img.convert("L")) < 128).astype(np.uint8) * 255
-            g = Image.fromarray(ink).resize((w, h), RESAMPLE[cfg.dataset.resample])
-            out.append(np.asarray(g, dtype=np.float32)[None] / 255.0)
-        else:
-            g = img.convert("RGB").resize((w, h), Image.BILINEAR)
-            out.append(np.asarray(g, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+        out.append(DATASETS[cfg.dataset.name].decode(cfg, img, h, w))
     return torch.from_numpy(np.stack(out))

@@ -104,8 +104,8 @@ class SupervisedMAML:
         tasks: training task distribution; ``val_batch`` a fixed batch of held-out tasks.
         loss: ``"mse"`` or ``"ce"``; lower MSE / higher accuracy is better.
         inner_lr, inner_steps, first_order, learn_lr: the inner loop (``learn_lr``: Meta-SGD).
-        algorithm: ``"maml"``, or ``"pretrain"`` (no inner loop: ordinary regression on
-            all points of every task, the pretrained baseline of Finn et al. sec. 5.1).
+        adapts: ``False`` trains without the inner loop: ordinary regression on all points of
+            every task, the pretrained baseline of Finn et al. sec. 5.1.
     """
 
     def __init__(
@@ -124,13 +124,13 @@ class SupervisedMAML:
         grad_clip: float,
         seed: int,
         device: str = "cpu",
-        algorithm: str = "maml",
+        adapts: bool = True,
         task_chunk: int = 0,
     ) -> None:
         self.device = torch.device(device)
         self.module = module.to(self.device)
         self.tasks, self.val_batch = tasks, val_batch.to(self.device)
-        self.loss_kind, self.algorithm = loss, algorithm
+        self.loss_kind, self.adapts = loss, adapts
         self.meta_batch_size, self.inner_steps, self.first_order = meta_batch_size, inner_steps, first_order
         self.grad_clip = grad_clip
         self.task_chunk = int(task_chunk)
@@ -163,7 +163,7 @@ class SupervisedMAML:
     def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
         """Mean query loss after adaptation (MAML) or on all points (pretrain), differentiable."""
         theta = self.params()
-        if self.algorithm == "pretrain" or self.inner_steps == 0:
+        if not self.adapts or self.inner_steps == 0:
             x = torch.cat([batch.x_support, batch.x_query], 1)
             y = torch.cat([batch.y_support, batch.y_query], 1)
             return torch.func.vmap(self.loss_fn, in_dims=(None, 0))(theta, (x, y)).mean()

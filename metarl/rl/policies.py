@@ -21,14 +21,6 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 from metarl.maml import functional_forward
 from metarl.nets import ACTIVATIONS, mlp, stacked_mlp  # noqa: F401  (re-exported)
 
-#: Named architectures: the paper's 2x100 ReLU (Finn et al. 2017, sec. 5.3) and the
-#: common 2x64 tanh (Duan et al. 2016; the reference PyTorch implementation's default).
-PRESETS: dict[str, tuple[tuple[int, ...], str]] = {
-    "paper": ((100, 100), "relu"),
-    "small": ((64, 64), "tanh"),
-}
-
-
 class GaussianMLPPolicy(nn.Module):
     """pi(a|s) = N(mu_theta(s), diag(exp(log_std))^2), log_std a learned vector.
 

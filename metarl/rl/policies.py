@@ -21,6 +21,7 @@ from torch.distributions import Categorical, Distribution, Independent, Normal
 from metarl.maml import functional_forward
 from metarl.nets import ACTIVATIONS, mlp, stacked_mlp  # noqa: F401  (re-exported)
 
+
 class GaussianMLPPolicy(nn.Module):
     """pi(a|s) = N(mu_theta(s), diag(exp(log_std))^2), log_std a learned vector.
 

@@ -217,3 +217,34 @@ def test_lvc_run_adapts_like_reinforce_on_its_own_episodes_and_refuses_foreign_l
     foreign = dataclasses.replace(episodes, log_probs=torch.zeros_like(episodes.log_probs))
     with pytest.raises(ValueError, match="inner_estimator: lvc"):
         r.adapt(foreign, steps=1)
+
+
+def test_validation_samples_on_the_training_sampler_with_its_own_seeds(monkeypatch, tmp_path):
+    """A run makes one sampler: validation reuses it (a Ray run must not ask for a second set of
+    actors), with streams seeded for validation, so its episodes are a fresh validation-seeded
+    sampler's and the training streams continue as if validation had not happened."""
+    from metarl.rl.evaluation import adaptation_returns
+    from metarl.rl.sampler import make_sampler
+    from metarl.seeding import validation_seed
+
+    cfg = tiny_cfg("metarl/Navigation2D-v0", "val", num_iterations=3, eval={"every": 2, "tasks": 2})
+    learner = RLLearner(cfg)
+    try:
+        before = learner.sampler.state_dict()
+        val = learner.validate()
+        assert learner.sampler.state_dict()["numpy"] == before["numpy"]  # training streams untouched
+        fresh = make_sampler(cfg.env.id, episodes_per_task=2, num_workers=1, seed=0)
+        try:
+            seed = validation_seed(cfg.seed)
+            want = adaptation_returns(cfg, learner.module, learner._val_tasks, steps=1, sampler=fresh, seed=seed)
+        finally:
+            fresh.close()
+        assert val["val/return_post"] == pytest.approx(float(want.mean(-1)[-1]), rel=1e-6)
+        assert val == learner.validate()  # the same seeds at every validation
+    finally:
+        learner.close()
+    made = []
+    real = build.make_sampler
+    monkeypatch.setattr(build, "make_sampler", lambda *a, **k: made.append(1) or real(*a, **k))
+    run = train(cfg, logdir=tmp_path / "run", quiet=True)  # validates at iterations 2 and 3
+    assert len(made) == 1 and "val/return_post" in (run / "metrics.csv").read_text()

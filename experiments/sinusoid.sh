@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the sinusoid table of README (Finn et al. 2017 sec. 5.1, Fig. 2-3):
+# Reproduces the sinusoid table of RESULTS.md (Finn et al. 2017 sec. 5.1, Fig. 2-3):
 # MAML (K=10 and K=5), Meta-SGD (K=10) and the pretrained baseline, 70,000 iterations each,
 # then `metarl evaluate` on 600 held-out tasks after 0..10 steps.
 # Usage: bash experiments/sinusoid.sh [OUT_DIR] [SEED]      (about 5 minutes per run on one core)

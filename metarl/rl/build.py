@@ -87,19 +87,24 @@ def advantage_estimator(cfg: RLConfig) -> AdvantageEstimator:
 # ---------------------------------------------------------------------------- algorithms
 def _maml_trpo(cfg: RLConfig, policy: nn.Module, inner_batches: int) -> MAMLTRPO:
     learned_lr = any(k.startswith(LR_PREFIX) for k in params_of(policy))
-    if cfg.trpo.fisher == "post" and learned_lr:
-        raise ConfigError("trpo.fisher: 'post' cannot precondition learned inner rates (inner.learn_lr: their "
-                          "post-update Fisher is 0); use trpo.fisher: meta")
     t = cfg.trpo
     factorable = (inner_batches == 1 and not cfg.inner.first_order and not learned_lr
                   and getattr(policy, "stacked", None) is not None)
     return MAMLTRPO(
         policy, inner=inner_loop(cfg), inner_batches=inner_batches, advantages=advantage_estimator(cfg),
         trust_region=TrustRegion(t.max_kl, t.cg_iters, t.cg_damping, t.ls_ratio, t.ls_max_steps, t.ls_rescale),
-        fisher=make_fisher(t.fisher, factorable=factorable, tasks=t.fisher_tasks, episodes=t.fisher_episodes,
-                           seed=cfg.seed),
+        fisher=_fisher(cfg, factorable, learned_lr),
         task_chunk=t.task_chunk,
     )
+
+
+def _fisher(cfg: RLConfig, factorable: bool, learned_lr: bool) -> Any:
+    t = cfg.trpo
+    try:
+        return make_fisher(t.fisher, factorable=factorable, learned_lr=learned_lr, tasks=t.fisher_tasks,
+                           episodes=t.fisher_episodes, seed=cfg.seed)
+    except ValueError as e:  # a config that cannot work: said before any sampling
+        raise ConfigError(str(e)) from None
 
 
 def _promp(cfg: RLConfig, policy: nn.Module, inner_batches: int) -> ProMP:

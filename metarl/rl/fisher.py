@@ -132,24 +132,37 @@ class Subsampled:
         return self.base(problem._replace(batch=batch), params, FisherInput(None, post))
 
 
-def make_fisher(kind: str, *, factorable: bool, tasks: int = 0, episodes: int = 0, seed: int = 0) -> MetaFisher:
+def make_fisher(kind: str, *, factorable: bool, learned_lr: bool = False, tasks: int = 0, episodes: int = 0,
+                seed: int = 0) -> MetaFisher:
     """The strategy for ``trpo.fisher`` (``meta`` or ``post``) with ``trpo.fisher_tasks`` /
     ``trpo.fisher_episodes``: ``meta`` is factored where ``factorable`` (one second-order step with
-    a fixed rate on an MLP policy: exact and faster), else double backprop."""
+    a fixed rate on an MLP policy: exact and faster), else double backprop. ``learned_lr``: the
+    policy carries learned inner rates (Meta-SGD), which only the meta-Fisher preconditions."""
     if kind not in FISHERS:
         raise ValueError(f"trpo.fisher: got {kind!r}; expected one of {sorted(FISHERS)}")
     if tasks < 0 or episodes < 0:
         raise ValueError(f"trpo.fisher_tasks={tasks} and fisher_episodes={episodes} must be >= 0 (0: all)")
-    general, fast = FISHERS[kind]
-    base = fast if factorable and fast is not None else general
+    choice = FISHERS[kind]
+    if learned_lr and not choice.learned_lr:
+        raise ValueError(f"trpo.fisher: {kind!r} cannot precondition learned inner rates (inner.learn_lr: their "
+                         "Fisher there is 0); use trpo.fisher: meta")
+    base = choice.factored if factorable and choice.factored is not None else choice.general
     if tasks or episodes:
         return Subsampled(base, tasks, episodes, torch.Generator().manual_seed(int(seed)))
     return base
 
 
-#: ``trpo.fisher`` choices, each ``(general, faster variant where factorable or None)``: the KL
-#: through the adaptation (exact) or the post-update policies' own (approximate).
-FISHERS: dict[str, tuple[MetaFisher, MetaFisher | None]] = {
-    "meta": (exact_fisher, factored_fisher),
-    "post": (post_update_fisher, None),
+class FisherChoice(NamedTuple):
+    """A ``trpo.fisher`` choice: its general strategy, a faster one where factorable (or None), and
+    whether it preconditions learned inner rates."""
+
+    general: MetaFisher
+    factored: MetaFisher | None
+    learned_lr: bool
+
+
+#: ``trpo.fisher`` choices: the KL through the adaptation (exact) or the post-update policies' own.
+FISHERS: dict[str, FisherChoice] = {
+    "meta": FisherChoice(exact_fisher, factored_fisher, learned_lr=True),
+    "post": FisherChoice(post_update_fisher, None, learned_lr=False),
 }

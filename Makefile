@@ -11,7 +11,7 @@ bootstrap:
 ## meta-train the sinusoid benchmark for a few minutes, then print the adaptation table
 demo: bootstrap
 	rm -rf runs/demo
-	$(VENV)/metarl train experiments/configs/sinusoid.yaml --set num_iterations=20000 --logdir runs/demo
+	$(VENV)/metarl train sinusoid --set num_iterations=20000 --logdir runs/demo
 	$(VENV)/metarl evaluate runs/demo --tasks 600 --steps 10 --plot runs/demo/adaptation.png
 
 ## the test suite (fast; `make test-slow` adds the longer learning checks)

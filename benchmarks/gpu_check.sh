@@ -20,9 +20,9 @@ assert torch.cuda.is_available(), "no CUDA device visible to torch"
 print("torch", torch.__version__, "device", torch.cuda.get_device_name(0))
 PY
 for dev in cuda cpu; do
-  /usr/bin/time -f "sinusoid 2000 its on $dev: %e s" $PY -m metarl train experiments/configs/sinusoid.yaml \
+  /usr/bin/time -f "sinusoid 2000 its on $dev: %e s" $PY -m metarl train sinusoid \
     --set num_iterations=2000 --set eval.every=1000 --device $dev --logdir "$out/sin-$dev"
-  /usr/bin/time -f "navigation2d 5 its on $dev: %e s" $PY -m metarl train experiments/configs/navigation2d.yaml \
+  /usr/bin/time -f "navigation2d 5 its on $dev: %e s" $PY -m metarl train navigation2d \
     --set num_iterations=5 --set policy.hidden=[64,64] --set policy.activation=tanh --device $dev \
     --logdir "$out/nav-$dev"
   $PY - "$out/nav-$dev/metrics.csv" <<'PY'

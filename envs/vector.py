@@ -52,6 +52,11 @@ def _checked_tasks(env: Any, tasks: Sequence[Task], num_envs: int) -> list[Task]
     return [checked[id(t)] for t in tasks]
 
 
+class NonFiniteActionError(ValueError, FloatingPointError):
+    """Actions holding NaN or inf (from a policy whose parameters diverged): a ValueError to the env's
+    callers, and a FloatingPointError to the training loop, whose guard rejects the meta-step."""
+
+
 def _checked_actions(env: Any, actions: torch.Tensor, num_envs: int) -> torch.Tensor:
     shape = (num_envs, *env.action_space.shape)
     if not isinstance(actions, torch.Tensor):
@@ -60,7 +65,7 @@ def _checked_actions(env: Any, actions: torch.Tensor, num_envs: int) -> torch.Te
         raise ValueError(f"{env.env_name}: actions must have shape {shape}, got {tuple(actions.shape)}")
     if not bool(torch.isfinite(actions).all()):
         bad = actions[~torch.isfinite(actions).all(dim=-1)][0]
-        raise ValueError(f"{env.env_name}: actions must be finite, got {bad.tolist()}")
+        raise NonFiniteActionError(f"{env.env_name}: actions must be finite, got {bad.tolist()}")
     return actions
 
 

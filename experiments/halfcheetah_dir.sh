@@ -12,8 +12,8 @@ set -euo pipefail
 out=runs/halfcheetah_dir-paper
 seed=1
 source "$(dirname "$0")/rl_common.sh"
-train maml "$configs/halfcheetah_dir.yaml"
-train pretrain "$configs/halfcheetah_dir_pretrain.yaml"
+train maml halfcheetah_dir
+train pretrain halfcheetah_dir_pretrain
 metarl evaluate "$out/maml" --tasks 40 --steps 3 --seed "$eval_seed" \
   --baseline pretrained="$out/pretrain" \
   --out "$out/maml/eval-40.json" --plot "$out/maml/eval-40.png"

@@ -13,9 +13,9 @@ set -euo pipefail
 out=runs/halfcheetah_vel-paper
 seed=1
 source "$(dirname "$0")/rl_common.sh"
-train maml "$configs/halfcheetah_vel.yaml"
-train pretrain "$configs/halfcheetah_vel_pretrain.yaml"
-train oracle "$configs/halfcheetah_vel_oracle.yaml"
+train maml halfcheetah_vel
+train pretrain halfcheetah_vel_pretrain
+train oracle halfcheetah_vel_oracle
 metarl evaluate "$out/maml" --tasks 40 --steps 3 --seed "$eval_seed" \
   --baseline pretrained="$out/pretrain" --baseline oracle="$out/oracle" \
   --out "$out/maml/eval-40.json" --plot "$out/maml/eval-40.png"

@@ -13,9 +13,9 @@ set -euo pipefail
 out=runs/navigation2d-paper
 seed=1
 source "$(dirname "$0")/rl_common.sh"
-train maml "$configs/navigation2d.yaml"
-train pretrain "$configs/navigation2d_pretrain.yaml"
-train oracle "$configs/navigation2d_oracle.yaml"
+train maml navigation2d
+train pretrain navigation2d_pretrain
+train oracle navigation2d_oracle
 for n in 40 400; do
   metarl evaluate "$out/maml" --tasks "$n" --steps 3 --seed "$eval_seed" \
     --baseline pretrained="$out/pretrain" --baseline oracle="$out/oracle" \

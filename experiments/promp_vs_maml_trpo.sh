@@ -27,7 +27,7 @@ for seed in "${seeds[@]}"; do
     config=experiments/configs/$([ $algo = maml ] && echo "$maml" || echo "${task}_promp").yaml
     dir=$out/$algo-s$seed
     if [ ! -f "$dir/checkpoints/last.pt" ]; then
-      metarl train "$config" --seed "$seed" --logdir "$dir" --time-limit "$minutes" "${one_core[@]}" \
+      metarl train "$config" --seed "$seed" --logdir "$dir" --overwrite --time-limit "$minutes" "${one_core[@]}" \
         > "$dir.log" 2>&1 &
     fi
   done

@@ -7,7 +7,6 @@ if [ $# -gt 0 ] && [[ $1 != -* ]]; then seed=$1; shift; fi
 extra=("$@")
 # held-out tasks: another stream than the training tasks (which are drawn with SEED)
 eval_seed=$((seed + 1000))
-configs=experiments/configs
 mkdir -p "$out"
 
 finished() { # RUN_DIR: its last logged iteration is its config's num_iterations
@@ -19,7 +18,7 @@ finished() { # RUN_DIR: its last logged iteration is its config's num_iterations
 train() { # NAME CONFIG
   local dir=$out/$1
   if [ ! -f "$dir/checkpoints/last.pt" ]; then
-    metarl train "$2" --seed "$seed" --logdir "$dir" ${extra[@]+"${extra[@]}"}
+    metarl train "$2" --seed "$seed" --logdir "$dir" --overwrite ${extra[@]+"${extra[@]}"}  # --overwrite: a start killed before its first checkpoint
   elif ! finished "$dir"; then
     metarl train --resume "$dir"
   fi

@@ -6,12 +6,12 @@
 set -euo pipefail
 out=${1:-runs/sinusoid-paper}
 seed=${2:-0}
-cfg=experiments/configs/sinusoid.yaml
+cfg=sinusoid  # the shipped config (metarl config show sinusoid)
 mkdir -p "$out"
 train() { # name, extra --set args...
   local name=$1; shift
   if [ ! -f "$out/$name/checkpoints/last.pt" ]; then
-    metarl train "$cfg" --seed "$seed" --logdir "$out/$name" "$@"
+    metarl train "$cfg" --seed "$seed" --logdir "$out/$name" --overwrite "$@"  # --overwrite: a start killed before its first checkpoint
   elif ! grep -q "^70000," "$out/$name/metrics.csv"; then
     metarl train --resume "$out/$name"
   fi

@@ -31,12 +31,19 @@ class Run:
 
     def adapt(self, *data: Any, steps: int | None = None) -> Params:
         """Params after the run's test-time inner loop: ``adapt(x_support, y_support)`` for supervised
-        runs, ``adapt(episodes)`` (pre-update ``Episodes``) for RL runs."""
+        runs, ``adapt(episodes)`` (pre-update ``Episodes``) for RL runs.
+
+        Supervised inputs may be numpy arrays or tensors of any real dtype (converted to float32):
+        regression takes ``x [K, d]`` and ``y [K, 1]`` (a ``y [K]`` is refused: it would broadcast
+        silently), classification ``x [K, C, H, W]`` (``transform``'s output) and integer labels
+        ``y [K]``; other shapes raise a ValueError naming the expected one."""
         steps = self.config.inner.test_steps if steps is None else steps
         return family_of(self.config).adapt(self, *data, steps=steps)
 
     def predict(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """Outputs (regression) or logits (classification) of the model with ``params``."""
+        if not isinstance(x, torch.Tensor) or x.dtype == torch.float64:
+            x = torch.as_tensor(x, dtype=torch.float32)
         with torch.no_grad():
             return functional_forward(self.module, params, x)
 

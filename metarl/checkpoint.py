@@ -16,12 +16,23 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing or unreadable; the message names the file."""
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the process umask (``mkstemp`` gives ``0o600``)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that a crash leaves either the old file or the new one."""
+    """Write ``payload`` to ``path`` so that a crash leaves either the old file or the new one.
+
+    The file gets the mode of any new file of the user's (``0o666`` less the umask), not ``mkstemp``'s 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
@@ -35,6 +46,16 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (``.NAME.XXXX.tmp``) that a process killed inside
+    :func:`atomic_write_bytes` left in ``folder``; returns them. Call it only while owning the
+    folder (the training loop's run lock), so no live write loses its file."""
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""The ``metarl`` command: ``train``, ``evaluate``, ``bench``, ``envs``."""
+"""The ``metarl`` command: ``train``, ``evaluate``, ``bench``, ``configs``, ``config show``, ``envs``."""
 
 from __future__ import annotations
 
@@ -41,12 +41,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.config:
             print(f"[metarl] --resume: using the config saved in {args.resume}; {args.config} is ignored",
                   file=sys.stderr)
+        if args.overwrite:
+            raise ConfigError("--overwrite starts a run again and --resume continues one: pass one of them")
         train(resume=args.resume, overrides=parse_overrides(overrides), time_limit_s=_minutes(args.time_limit))
         return 0
     if not args.config:
-        raise ConfigError("metarl train needs a CONFIG file (e.g. experiments/configs/sinusoid.yaml) or --resume DIR")
+        raise ConfigError("metarl train needs a CONFIG (a shipped name such as sinusoid, see `metarl configs`, or a "
+                          "YAML file) or --resume DIR")
     cfg = load_config(args.config, overrides)
-    train(cfg, logdir=args.logdir, time_limit_s=_minutes(args.time_limit))
+    train(cfg, logdir=args.logdir, overwrite=args.overwrite, time_limit_s=_minutes(args.time_limit))
     return 0
 
 
@@ -78,6 +81,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_configs(args: argparse.Namespace) -> int:
+    from metarl.config import shipped_configs
+
+    configs = shipped_configs()
+    width = max(map(len, configs), default=0)
+    for name, description in configs.items():
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from metarl.config import config_path, format_config, load_config
+
+    cfg = load_config(args.config, args.set)
+    print(f"# {args.config}: resolved from {config_path(args.config)}; each comment is the key's help")
+    print(format_config(cfg))
+    return 0
+
+
 def cmd_envs(args: argparse.Namespace) -> int:
     import envs
 
@@ -103,16 +125,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="metarl", description="Model-Agnostic Meta-Learning (Finn et al. 2017)")
+    p = argparse.ArgumentParser(prog="metarl", description="Model-Agnostic Meta-Learning (Finn et al. 2017)",
+                                epilog=f"An error prints one line and exits with code 2; {DEBUG_ENV}=1 shows its "
+                                       "traceback instead.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="meta-train from a YAML config")
-    t.add_argument("config", nargs="?", help="experiments/configs/<benchmark>.yaml")
+    t.add_argument("config", nargs="?", help="a shipped config by name (`metarl configs`) or a YAML file")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     t.add_argument("--logdir", help="run directory (default runs/<name>-<time>)")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", choices=["cpu", "cuda"])
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    t.add_argument("--overwrite", action="store_true",
+                   help="--logdir holds a run: delete it and start again (without this such a directory is refused)")
     t.add_argument("--time-limit", type=float, metavar="MINUTES",
                    help="stop with a checkpoint after this much training wall time (a budget; --resume continues)")
     t.set_defaults(func=cmd_train)
@@ -140,9 +166,44 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark (--help)")
     b.set_defaults(func=cmd_bench)
 
+    c = sub.add_parser("configs", help="list the shipped configs (`metarl train NAME`)")
+    c.set_defaults(func=cmd_configs)
+
+    s = sub.add_parser("config", help="inspect a config").add_subparsers(dest="action", required=True)
+    show = s.add_parser("show", help="print a config resolved (base and defaults filled in), each key with its help")
+    show.add_argument("config", metavar="NAME|FILE")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    show.set_defaults(func=cmd_config_show)
+
     v = sub.add_parser("envs", help="list the environments, their task spaces and horizons")
     v.set_defaults(func=cmd_envs)
     return p
+
+
+#: Set to re-raise a user-facing error with its traceback instead of printing its one line.
+DEBUG_ENV = "METARL_DEBUG"
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors that are the user's to fix (config, paths, data, checkpoints, a diverging run, an
+    unreachable Ray): ``metarl`` prints them as one line and exits with code 2. Classes of modules not
+    yet imported are left out (nothing can have raised them), so a sinusoid run never imports Ray."""
+    from metarl.fewshot.download import ChecksumError, DatasetError, DownloadError
+    from metarl.train import TrainingDiverged
+
+    errors: list[type[BaseException]] = [ConfigError, CheckpointError, FileNotFoundError, DatasetError,
+                                         DownloadError, ChecksumError, TrainingDiverged]
+    ray_sampler = sys.modules.get("metarl.rl.ray_sampler")
+    if ray_sampler is not None:
+        errors.append(ray_sampler.RayClusterError)
+    return tuple(errors)
+
+
+def error_line(e: BaseException) -> str:
+    """``metarl: error: MESSAGE`` on one line, at most about 600 characters."""
+    from metarl.fewshot.download import one_line
+
+    return f"metarl: error: {one_line(str(e), limit=600)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     _threads()
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
-        print(f"metarl: error: {e}", file=sys.stderr)
+    except Exception as e:
+        if os.environ.get(DEBUG_ENV, "") not in ("", "0") or not isinstance(e, user_errors()):
+            raise
+        print(error_line(e), file=sys.stderr)
         return 2

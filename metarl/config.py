@@ -7,11 +7,16 @@ allowed, before any work starts (the CLI turns it into exit code 2).
 
 The ``benchmark`` key picks the config class (and the learner): ``sinusoid``,
 ``classification`` or ``rl``.
+
+Configs ship in the package (``metarl/configs``, ``metarl train NAME``). A file may say
+``base: NAME`` (a shipped config, or a path relative to it) and then holds only what departs from
+that base: sections merge key by key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -30,19 +35,34 @@ class ConfigError(ValueError):
 Check = Callable[[Any], bool]
 
 
-def _f(default: Any, help: str, check: Check | None = None, allowed: str = "", factory: bool = False) -> Any:
-    meta = {"help": help, "check": check, "allowed": allowed}
+def _f(default: Any, help: str, check: Check | None = None, allowed: str = "", factory: bool = False,
+       whole: bool = False) -> Any:
+    """A field with its help text and check; a list's items are checked one by one unless ``whole``."""
+    meta = {"help": help, "check": check, "allowed": allowed, "whole": whole}
     if factory:
         return field(default_factory=default, metadata=meta)
     return field(default=default, metadata=meta)
 
 
 def positive(default: Any, help: str) -> Any:
-    return _f(default, help, lambda v: v > 0, "a number > 0")
+    """A number > 0; ``.inf`` and ``.nan`` are refused (a step size of inf trains nothing)."""
+    return _f(default, help, lambda v: math.isfinite(v) and v > 0, "a number > 0 (finite)")
 
 
 def nonneg(default: Any, help: str) -> Any:
-    return _f(default, help, lambda v: v >= 0, "a number >= 0")
+    """A number >= 0, finite."""
+    return _f(default, help, lambda v: math.isfinite(v) and v >= 0, "a number >= 0 (finite)")
+
+
+def sizes(default: Callable[[], list[int]], help: str) -> Any:
+    """A list of layer sizes, each > 0 (a size of 0 or less would build an empty or failing layer)."""
+    return _f(default, help, lambda v: v > 0, "a list of integers > 0", factory=True)
+
+
+def span(default: Callable[[], list[float]], help: str) -> Any:
+    """A range ``[low, high]``: exactly two finite numbers with low <= high."""
+    return _f(default, help, lambda v: len(v) == 2 and all(math.isfinite(x) for x in v) and v[0] <= v[1],
+              "a range [low, high] of two finite numbers with low <= high", factory=True, whole=True)
 
 
 def choice(default: Any, help: str, options: Sequence[Any]) -> Any:
@@ -100,9 +120,9 @@ class CommonConfig:
 class SinusoidTaskConfig:
     """Sinusoid regression tasks, Finn et al. 2017 sec. 5.1."""
 
-    amplitude: list[float] = _f(lambda: [0.1, 5.0], "amplitude range [low, high]", factory=True)
-    phase: list[float] = _f(lambda: [0.0, 3.141592653589793], "phase range [low, high]", factory=True)
-    x_range: list[float] = _f(lambda: [-5.0, 5.0], "input range [low, high]", factory=True)
+    amplitude: list[float] = span(lambda: [0.1, 5.0], "amplitude range [low, high]")
+    phase: list[float] = span(lambda: [0.0, 3.141592653589793], "phase range [low, high]")
+    x_range: list[float] = span(lambda: [-5.0, 5.0], "input range [low, high]")
     shots: int = positive(10, "K support points per task")
     query: int = positive(10, "query points per task")
 
@@ -111,7 +131,7 @@ class SinusoidTaskConfig:
 class MLPConfig:
     """A fully connected regression network."""
 
-    hidden: list[int] = _f(lambda: [40, 40], "hidden layer sizes", factory=True)
+    hidden: list[int] = sizes(lambda: [40, 40], "hidden layer sizes")
     activation: str = choice("relu", "hidden activation", ["relu", "tanh"])
 
 
@@ -190,7 +210,7 @@ class EnvConfig:
 class PolicyConfig:
     """A Gaussian (or categorical) MLP policy."""
 
-    hidden: list[int] = _f(lambda: [64, 64], "hidden sizes (paper: [100, 100])", factory=True)
+    hidden: list[int] = sizes(lambda: [64, 64], "hidden sizes (paper: [100, 100])")
     activation: str = choice("tanh", "hidden activation (paper: relu)", ["tanh", "relu"])
     init_std: float = positive(1.0, "initial action standard deviation")
     init: str = choice("torch", "weight init: torch (nn.Linear's default) or xavier (Glorot-uniform weights, zero "
@@ -324,6 +344,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: got {value!r}; expected an integer")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string: a number all the same
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: got {value!r}; expected a number") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: got {value!r}; expected a number")
         return float(value)
@@ -348,7 +373,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
         value = _coerce(data[name], hints[name], key)
         check = f.metadata.get("check")
         if check is not None and value is not None:
-            values = value if isinstance(value, list) else [value]
+            values = value if isinstance(value, list) and not f.metadata.get("whole") else [value]
             if not all(check(v) for v in values):
                 raise ConfigError(f"{key}: got {data[name]!r}; allowed: {f.metadata['allowed']}")
         kwargs[name] = value
@@ -372,7 +397,13 @@ def parse_overrides(items: Sequence[str]) -> list[tuple[str, Any]]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set inner.lr=0.1")
         key, raw = item.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem}); quote a string, "
+                              "close brackets, e.g. --set model.hidden=[40,40]") from None
+        out.append((key.strip(), value))
     return out
 
 
@@ -387,18 +418,86 @@ def config_from_dict(data: Mapping[str, Any], overrides: Sequence[tuple[str, Any
     return _build(CONFIG_CLASSES[benchmark], data)
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> CommonConfig:
-    """Read a YAML config file, apply ``key=value`` overrides and validate."""
+#: the configs shipped in the package: ``metarl train NAME`` reads ``CONFIG_DIR / "NAME.yaml"``; a name
+#: starting with ``_`` is a shared base (``base: _NAME``), not a config of its own
+CONFIG_DIR = Path(__file__).resolve().with_name("configs")
+
+
+def shipped_configs() -> dict[str, str]:
+    """Name -> one-line description (the file's first comment line) of every shipped config, bases left out."""
+    out = {}
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        if path.stem.startswith("_"):
+            continue
+        first = next((ln for ln in path.read_text().splitlines() if ln.strip()), "")
+        out[path.stem] = first.lstrip("#").strip() if first.lstrip().startswith("#") else ""
+    return out
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """An existing config file, or the file of the shipped config named ``name_or_path`` (``sinusoid``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    name = str(name_or_path)
+    shipped = CONFIG_DIR / f"{name}.yaml"
+    if "/" not in name and "\\" not in name and shipped.is_file():
+        return shipped
+    raise ConfigError(f"config {name!r} does not exist: neither a file nor a shipped config "
+                      f"({', '.join(shipped_configs())}; see `metarl configs`)")
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` on top; a mapping (a section) merges key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_config_data(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The keys of a YAML config file with its ``base:`` chain merged in (a file's own keys win).
+
+    ``base: NAME`` names a shipped config; a value with a ``/`` or ending in ``.yaml`` / ``.yml`` is a path,
+    relative to the file that names it. Sections merge key by key: a file sets only what departs from its base.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist (see experiments/configs/)")
+        raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    if data is None:
+        raise ConfigError(f"config file {str(path)!r} is empty (no keys); start from a shipped config, "
+                          "e.g. `benchmark: sinusoid` and the keys you change")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
-    return config_from_dict(data, parse_overrides(overrides))
+    if "base" not in data:
+        return data
+    base = data.pop("base")
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base: got {base!r}; expected a shipped config name or a relative path")
+    if "/" in base or base.endswith((".yaml", ".yml")):
+        base_path = path.parent / base
+    elif (CONFIG_DIR / f"{base}.yaml").is_file():
+        base_path = CONFIG_DIR / f"{base}.yaml"
+    else:
+        raise ConfigError(f"{path}: base: got {base!r}, which is not a shipped config (shipped: "
+                          f"{', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.yaml')))}) nor a path")
+    chain = (*_chain, path.resolve())
+    if base_path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
+        raise ConfigError(f"{path}: base: {base!r} makes a cycle ({cycle})")
+    return _merge(read_config_data(base_path, chain), data)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> CommonConfig:
+    """Read a YAML config file or a shipped config by name (with its ``base:`` chain), apply overrides, validate."""
+    return config_from_dict(read_config_data(config_path(path)), parse_overrides(overrides))
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -408,3 +507,22 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def dump_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def _yaml_value(value: Any) -> str:
+    """One value as a YAML flow scalar / list / mapping on one line."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, sort_keys=False)
+    return text.removesuffix("\n...\n").strip()
+
+
+def format_config(cfg: Any, indent: str = "") -> str:
+    """The resolved config as YAML, every key followed by its help text (the field's ``help``) as a comment."""
+    lines = []
+    for f in dataclasses.fields(cfg):
+        value, help_ = getattr(cfg, f.name), f.metadata.get("help", "")
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{indent}{f.name}:".ljust(28) + f" # {help_}")
+            lines.append(format_config(value, indent + "  "))
+        else:
+            lines.append(f"{indent}{f.name}: {_yaml_value(value)}".ljust(28) + f" # {help_}")
+    return "\n".join(lines)

@@ -7,11 +7,14 @@ Library code returns metric dicts with namespaced keys (``train/loss_post``,
 from __future__ import annotations
 
 import csv
+import io
 import math
 import sys
 import time
 from pathlib import Path
 from typing import TextIO
+
+from metarl.checkpoint import atomic_write_bytes
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -37,17 +40,27 @@ class MetricsCSV:
                 self.rows = list(reader)
 
     def truncate_after(self, iteration: int) -> None:
-        """Drop rows past ``iteration`` (written after the checkpoint a resume starts from)."""
-        kept = [r for r in self.rows if int(float(r.get("iteration", 0))) <= iteration]
+        """Drop rows past ``iteration`` (written after the checkpoint a resume starts from), and a row
+        whose iteration does not parse (cut short when a process was killed while appending it)."""
+
+        def row_iteration(row: dict[str, str]) -> float:
+            try:
+                return float(row.get("iteration") or "nan")
+            except ValueError:
+                return math.nan
+
+        kept = [r for r in self.rows if row_iteration(r) <= iteration]
         if len(kept) != len(self.rows):
             self.rows = kept
             self._rewrite()
 
     def _rewrite(self) -> None:
-        with self.path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.columns)
-            w.writeheader()
-            w.writerows(self.rows)
+        """The whole file again (new columns), atomically: a kill meanwhile keeps the old file."""
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=self.columns)
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write_bytes(self.path, buf.getvalue().encode())
 
     def write(self, iteration: int, metrics: dict[str, float]) -> None:
         row = {"iteration": str(iteration), **{k: f"{v:.6g}" for k, v in metrics.items()}}

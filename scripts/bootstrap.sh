@@ -11,12 +11,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY=.venv/bin/python
 stamp=.venv/.metarl-installed
-if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   $VPY -m pip install -q --upgrade pip 2>&1 | grep -v -i warning || true
   if ! $VPY -c 'import torch' 2>/dev/null; then
     $VPY -m pip install -q "torch==${METARL_TORCH_VERSION:-2.13.0}" 2>&1 | grep -v -i warning || true
   fi
-  $VPY -m pip install -q -e ".[dev]" 2>&1 | grep -v -i -E "warning|^ *!!|wheel_obj|^$" || true
+  $VPY -m pip install -q -e ".[dev]" 2>&1 | grep -v -i -E "warning|^ *!!|wheel_obj|\*{8}|be careful with folders|name as your package|^ *$" || true
   $VPY -c 'import metarl, envs, torch, gymnasium, mujoco' || { echo "bootstrap: install failed" >&2; exit 1; }
   touch "$stamp"
 fi

@@ -47,8 +47,7 @@ from metarl.rl.learner import RLLearner
 
 torch.set_num_threads(1)
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "experiments" / "configs" / "navigation2d.yaml"
+CONFIG = "navigation2d"  # the shipped config (metarl/configs/navigation2d.yaml)
 #: optionally, a real trained 2D-navigation checkpoint (2x64 tanh) for the low-entropy case; without
 #: it that case builds its own low-entropy policy (:func:`low_entropy_state`), so it always runs
 TRAINED = os.environ.get("METARL_NAV_CHECKPOINT")

@@ -89,7 +89,7 @@ def test_promp_objective_gradient_matches_finite_differences() -> None:
     torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-8)
     # the penalty is KL(pi_theta_o || pi_theta) on the pre-update states, computed independently
     kl = kl_divergence(policy, unflatten(x0, theta), theta, train[0])
-    assert float(inner_kl) == pytest.approx(float(kl), rel=1e-10)
+    assert float(inner_kl.detach()) == pytest.approx(float(kl), rel=1e-10)
 
 
 def test_first_adam_step_moves_each_parameter_by_lr_against_its_gradient_sign() -> None:

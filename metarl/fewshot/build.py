@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -155,11 +156,87 @@ class SupervisedEvaluation:
                 "shots": shots if shots is not None else self.shots(cfg)}
 
 
+def _as_tensor(value: Any, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"run.adapt: {name} must be an array or tensor, got {type(value).__name__} ({e})") from None
+
+
+def _linear_sizes(module: nn.Module) -> tuple[int | None, int | None]:
+    """(input features of the first ``nn.Linear``, output features of the last), or None."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    return (linears[0].in_features, linears[-1].out_features) if linears else (None, None)
+
+
+def _shape(t: torch.Tensor) -> str:
+    return str(list(t.shape))
+
+
+def regression_data(run: Any, x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x [K, d], y [K, 1])`` as float32 tensors on the run's device, or a ValueError naming the shape.
+
+    A ``y`` of shape ``[K]`` is refused: against the ``[K, 1]`` predictions it would broadcast to a
+    ``[K, K]`` loss, which adapts to the wrong target without any error.
+    """
+    x, y = _as_tensor(x, "x"), _as_tensor(y, "y")
+    d, out = _linear_sizes(run.module)
+    d_text, out_text = d if d is not None else "d", out if out is not None else 1
+    if x.dim() != 2 or (d is not None and x.shape[1] != d):
+        raise ValueError(f"run.adapt: x has shape {_shape(x)}; expected [K, {d_text}] (K support points; "
+                         f"x.reshape(-1, {d_text}) for a vector of K inputs)")
+    if y.dim() == 1:
+        raise ValueError(f"run.adapt: y has shape {_shape(y)}; pass y of shape [K, {out_text}] "
+                         f"(y.reshape(-1, {out_text})): a [K] target would broadcast against the [K, {out_text}] "
+                         "predictions and adapt to the wrong loss without an error")
+    if y.dim() != 2 or y.shape[0] != x.shape[0] or (out is not None and y.shape[1] != out):
+        raise ValueError(f"run.adapt: y has shape {_shape(y)}; expected [K, {out_text}] with the K = {x.shape[0]} "
+                         "of x")
+    if x.is_complex() or y.is_complex() or x.dtype == torch.bool or y.dtype == torch.bool:
+        raise ValueError(f"run.adapt: x and y must hold real numbers, got {x.dtype} and {y.dtype}")
+    device = next(iter(run.params.values())).device
+    return x.to(device=device, dtype=torch.float32), y.to(device=device, dtype=torch.float32)
+
+
+def classification_data(run: Any, x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x [K, C, H, W] float32, y [K] int64 labels in 0..ways-1)`` on the run's device, or a
+    ValueError naming the expected shape (``run.transform(raw)`` makes x from raw images)."""
+    from metarl.fewshot.datasets import x_shape
+
+    x, y = _as_tensor(x, "x"), _as_tensor(y, "y")
+    c, h, w = x_shape(run.config)
+    if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
+        raise ValueError(f"run.adapt: x has shape {_shape(x)}; expected [K, {c}, {h}, {w}] (run.transform(raw) "
+                         "makes it from raw images)")
+    if not x.is_floating_point():
+        raise ValueError(f"run.adapt: x has dtype {x.dtype}; expected float images in [0, 1] (run.transform(raw) "
+                         "makes them)")
+    ways = run.config.dataset.ways
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"run.adapt: y has dtype {y.dtype}; expected integer class labels [K] in 0..{ways - 1} "
+                         "(e.g. y.long())")
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"run.adapt: y has shape {_shape(y)}; expected integer class labels [K] with the "
+                         f"K = {x.shape[0]} of x")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= ways):
+        raise ValueError(f"run.adapt: y holds labels {int(y.min())}..{int(y.max())}; expected 0..{ways - 1} "
+                         f"({ways}-way run)")
+    device = next(iter(run.params.values())).device
+    return x.to(device=device, dtype=torch.float32), y.to(device=device, dtype=torch.int64)
+
+
 def _adapt(loss: str) -> Callable[..., Params]:
     """``run.adapt(x_support, y_support, steps=k)``: the run's test-time inner loop (first order, no
-    meta-gradient is taken through it)."""
+    meta-gradient is taken through it), its inputs checked and converted first."""
+    check = regression_data if loss == "mse" else classification_data
 
-    def run_adapt(run: Any, x: torch.Tensor, y: torch.Tensor, *, steps: int) -> Params:
+    def run_adapt(run: Any, *data: Any, steps: int) -> Params:
+        if len(data) != 2:
+            raise TypeError(f"run.adapt: a supervised run adapts on (x_support, y_support), got {len(data)} "
+                            "positional argument(s)")
+        x, y = check(run, *data)
         return adapt(make_loss(run.module, loss), run.params, (x, y), lr=run.lr, steps=steps, first_order=True)
 
     return run_adapt

@@ -29,6 +29,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from metarl.checkpoint import default_file_mode
+
 DATA_ENV = "METARL_DATA"
 """Environment variable naming the data root when no explicit root is given."""
 
@@ -91,7 +93,32 @@ OMNIGLOT_FILES: dict[str, RemoteFile] = {
 }
 
 
-class DatasetError(RuntimeError):
+MAX_MESSAGE_CHARS = 400
+"""Longest message of the errors below: a binary file read as text must not print 10 KB of escapes."""
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` on one line (whitespace runs collapsed) of at most about ``limit`` characters.
+
+    A longer message loses its middle (typically the escaped bytes of a corrupt file quoted
+    in it), so the file name at its start and the advice at its end both remain.
+    """
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = 2 * limit // 3
+    tail = limit - head
+    return f"{text[:head]} [...{len(text) - limit} characters cut...] {text[-tail:]}"
+
+
+class OneLineError(RuntimeError):
+    """An error whose message prints as one short line (see :func:`one_line`)."""
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
+
+
+class DatasetError(OneLineError):
     """Data that cannot be used (corrupt archive or image, unexpected layout); names the file."""
 
 
@@ -99,11 +126,11 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
     """Data that is not where it was looked for; the message says where and how to get it."""
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(OneLineError):
     """A downloaded file whose size or SHA-256 differs from the expected one."""
 
 
-class DownloadError(RuntimeError):
+class DownloadError(OneLineError):
     """A download that could not be completed (network, missing URL, write failure)."""
 
 
@@ -195,6 +222,7 @@ def download_file(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, default_file_mode())  # the user's umask, not mkstemp's 0600
         h = hashlib.sha256()
         n = 0
         try:

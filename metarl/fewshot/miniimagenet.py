@@ -71,17 +71,21 @@ def read_split_csv(path: str | os.PathLike[str]) -> dict[str, list[str]]:
     """``label -> sorted file names`` from a ``filename,label`` CSV (with a header line)."""
     path = Path(path)
     by_label: dict[str, list[str]] = {}
-    with open(path, newline="") as f:
-        rows = csv.reader(f)
-        header = next(rows, None)
-        if header is None or [h.strip() for h in header] != ["filename", "label"]:
-            raise DatasetError(f"{path}: expected a header line 'filename,label', got {header}")
-        for line, row in enumerate(rows, start=2):
-            if not row:
-                continue
-            if len(row) != 2:
-                raise DatasetError(f"{path}:{line}: expected 'filename,label', got {row}")
-            by_label.setdefault(row[1].strip(), []).append(row[0].strip())
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = csv.reader(f)
+            header = next(rows, None)
+            if header is None or [h.strip() for h in header] != ["filename", "label"]:
+                raise DatasetError(f"{path}: expected a header line 'filename,label', got {header}")
+            for line, row in enumerate(rows, start=2):
+                if not row:
+                    continue
+                if len(row) != 2:
+                    raise DatasetError(f"{path}:{line}: expected 'filename,label', got {row}")
+                by_label.setdefault(row[1].strip(), []).append(row[0].strip())
+    except (UnicodeDecodeError, csv.Error) as e:  # a binary or corrupt file under the CSV's name
+        raise DatasetError(f"{path} is not a UTF-8 CSV file ({type(e).__name__} {e}); put the split's "
+                           "filename,label CSV there") from None
     if not by_label:
         raise DatasetError(f"{path} lists no images")
     return {label: sorted(files) for label, files in sorted(by_label.items())}

@@ -37,8 +37,14 @@ def env_kwargs(cfg: RLConfig) -> dict[str, Any]:
 
 
 def make_env(cfg: RLConfig) -> gym.Env:
-    """One instance of the run's environment (spaces and task sampling)."""
-    return gym.make(cfg.env.id, **env_kwargs(cfg))
+    """One instance of the run's environment (spaces and task sampling); an id Gymnasium does not know
+    is a :class:`ConfigError` naming the known ones (before any run directory is written)."""
+    try:
+        return gym.make(cfg.env.id, **env_kwargs(cfg))
+    except gym.error.Error as e:
+        known = f"; known ids: {', '.join(envs.ENV_IDS)} (`metarl envs` describes them)"
+        unknown = isinstance(e, gym.error.UnregisteredEnv) or "Malformed" in str(e)
+        raise ConfigError(f"env.id: cannot make {cfg.env.id!r}: {e}{known if unknown else ''}") from None
 
 
 def policy_module(cfg: RLConfig, env: gym.Env | None = None) -> nn.Module:

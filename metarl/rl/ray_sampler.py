@@ -22,7 +22,7 @@ policy on the GPU, whose numbers differ in the last bits.
 Faults: a worker that dies (its process, or its node) is replaced and its share sampled again
 from the same seeds, with a logged warning; the result is the same as without the fault. A
 Ray that cannot be started or reached, workers that do not start, or workers that keep dying
-raise :class:`RuntimeError` naming the address (the training loop stops; its last checkpoint
+raise :class:`RayClusterError` (a ``RuntimeError``) naming the address (the training loop stops; its last checkpoint
 is whole, written atomically).
 
 Ray is imported only here, when the backend is chosen: ``pip install -e .[ray]``.
@@ -57,6 +57,11 @@ from metarl.rl.sampler import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class RayClusterError(RuntimeError):
+    """Ray cannot be started or reached, or its workers do not start or keep dying: the user's to fix
+    (an address, the cluster), so ``metarl`` prints it as one line with exit code 2."""
 
 
 class RolloutWorker:
@@ -131,7 +136,7 @@ def _check_reachable(address: str, timeout: float) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
-        raise RuntimeError(f"Ray sampler: cannot reach the Ray cluster at {address!r}: {e}") from e
+        raise RayClusterError(f"Ray sampler: cannot reach the Ray cluster at {address!r}: {e}") from e
 
 
 class RaySampler(TaskSource, SeededSampler):
@@ -199,7 +204,7 @@ class RaySampler(TaskSource, SeededSampler):
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError) as e:
             cpus = ray.cluster_resources().get("CPU", 0)
             self.close()
-            raise RuntimeError(
+            raise RayClusterError(
                 f"Ray sampler: {num_workers or 'one per CPU'} workers did not start within {start_timeout:g} s "
                 f"at {self._where()} ({cpus:g} CPUs): {e}"
             ) from e
@@ -224,7 +229,7 @@ class RaySampler(TaskSource, SeededSampler):
         try:
             ray.init(**kwargs, logging_level=logging.WARNING)
         except Exception as e:  # ray.init raises ConnectionError, ValueError, RuntimeError, ...
-            raise RuntimeError(f"Ray sampler: cannot start or join Ray at {self._where()}: {e}") from e
+            raise RayClusterError(f"Ray sampler: cannot start or join Ray at {self._where()}: {e}") from e
         self._owns_ray = True
 
     def _spawn(self) -> Any:
@@ -262,7 +267,7 @@ class RaySampler(TaskSource, SeededSampler):
             results = self._run(payload, tasks, shares, per_task=per_task, reset_seeds=reset_seeds,
                                 noise_seeds=noise_seeds)
         except (ray.exceptions.RaySystemError, ConnectionError) as e:
-            raise RuntimeError(f"Ray sampler: lost the Ray cluster at {self._where()}: {e}") from e
+            raise RayClusterError(f"Ray sampler: lost the Ray cluster at {self._where()}: {e}") from e
         return _join(results, self.horizon)
 
     def _run(
@@ -296,7 +301,7 @@ class RaySampler(TaskSource, SeededSampler):
             for j, e in failed:
                 restarts += 1
                 if restarts > self.max_restarts:
-                    raise RuntimeError(
+                    raise RayClusterError(
                         f"Ray sampler: workers at {self._where()} keep dying ({restarts} failures in one sample "
                         f"call, max_restarts={self.max_restarts}); last: {type(e).__name__}: {e}"
                     ) from e

@@ -1,7 +1,7 @@
 """Task-parameterised Gymnasium environments for meta-RL; importing registers them.
 
-Ids (``gymnasium.make("metarl/HalfCheetahVel-v0")`` after ``import envs``, or
-``gymnasium.make("envs:metarl/HalfCheetahVel-v0")`` without it):
+Ids (``gymnasium.make("metarl/HalfCheetahVel-v0")`` after ``import metarl.envs``, or
+``gymnasium.make("metarl.envs:metarl/HalfCheetahVel-v0")`` without it):
 
 ========================  ====================================  =======
 id                        task                                  horizon
@@ -26,8 +26,8 @@ from typing import Any
 
 import gymnasium
 
-from envs.locomotion import AntDirEnv, AntGoalEnv, AntVelEnv, HalfCheetahDirEnv, HalfCheetahVelEnv
-from envs.navigation import Navigation2DEnv
+from .locomotion import AntDirEnv, AntGoalEnv, AntVelEnv, HalfCheetahDirEnv, HalfCheetahVelEnv
+from .navigation import Navigation2DEnv
 
 __all__ = [
     "ENV_IDS",
@@ -44,12 +44,12 @@ __all__ = [
 
 #: id -> (entry point, episode length)
 _REGISTRY: dict[str, tuple[str, int]] = {
-    "metarl/Navigation2D-v0": ("envs.navigation:Navigation2DEnv", 100),
-    "metarl/HalfCheetahVel-v0": ("envs.locomotion:HalfCheetahVelEnv", 200),
-    "metarl/HalfCheetahDir-v0": ("envs.locomotion:HalfCheetahDirEnv", 200),
-    "metarl/AntVel-v0": ("envs.locomotion:AntVelEnv", 200),
-    "metarl/AntDir-v0": ("envs.locomotion:AntDirEnv", 200),
-    "metarl/AntGoal-v0": ("envs.locomotion:AntGoalEnv", 200),
+    "metarl/Navigation2D-v0": ("metarl.envs.navigation:Navigation2DEnv", 100),
+    "metarl/HalfCheetahVel-v0": ("metarl.envs.locomotion:HalfCheetahVelEnv", 200),
+    "metarl/HalfCheetahDir-v0": ("metarl.envs.locomotion:HalfCheetahDirEnv", 200),
+    "metarl/AntVel-v0": ("metarl.envs.locomotion:AntVelEnv", 200),
+    "metarl/AntDir-v0": ("metarl.envs.locomotion:AntDirEnv", 200),
+    "metarl/AntGoal-v0": ("metarl.envs.locomotion:AntGoalEnv", 200),
 }
 ENV_IDS: tuple[str, ...] = tuple(_REGISTRY)
 
@@ -59,9 +59,9 @@ for _id, (_entry_point, _steps) in _REGISTRY.items():
 
 
 def builtin_id(env_id: str, who: str) -> str:
-    """``env_id`` without an ``envs:`` prefix, checked to be a built-in id (the fast samplers' envs);
+    """``env_id`` without a ``metarl.envs:`` prefix, checked to be a built-in id (the fast samplers' envs);
     ``who`` names the caller in the error."""
-    env_id = env_id.removeprefix("envs:")
+    env_id = env_id.removeprefix("metarl.envs:")
     if env_id not in ENV_IDS:
         raise ValueError(f"{who}: unknown env id {env_id!r}; known: {list(ENV_IDS)}")
     return env_id

@@ -23,8 +23,7 @@ import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
-
-from envs.tasks import DirectionTasks, GoalTasks, Task, TaskEnvMixin, TaskSpace, VelocityTasks
+from metarl.envs.tasks import DirectionTasks, GoalTasks, Task, TaskEnvMixin, TaskSpace, VelocityTasks
 
 
 class _LocomotionTaskMixin(TaskEnvMixin):

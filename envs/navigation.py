@@ -7,8 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-
-from envs.tasks import GoalTasks, Task, TaskEnvMixin
+from metarl.envs.tasks import GoalTasks, Task, TaskEnvMixin
 
 #: Largest displacement per step and axis; actions are clipped to [-MAX_STEP, MAX_STEP].
 MAX_STEP = 0.1
@@ -44,11 +43,20 @@ class Navigation2DEnv(TaskEnvMixin, gym.Env):
     reproduces it exactly.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(
-        self, task: Task | None = None, *, squared: bool = False, goal_range: float = 0.5, oracle: bool = False
+        self,
+        task: Task | None = None,
+        *,
+        squared: bool = False,
+        goal_range: float = 0.5,
+        oracle: bool = False,
+        render_mode: str | None = None,
     ) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"Navigation2D: render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.render_mode = render_mode
         self.action_space = spaces.Box(-MAX_STEP, MAX_STEP, shape=(2,), dtype=np.float32)
         self.squared = bool(squared)
         self._init_task(
@@ -58,6 +66,7 @@ class Navigation2DEnv(TaskEnvMixin, gym.Env):
         )
         self.observation_space = self._oracle_space(spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32))
         self._position = np.zeros(2, dtype=np.float32)
+        self._path = [self._position.copy()]
 
     def _distance_terms(self) -> tuple[np.float32, np.float32]:
         goal = np.asarray(self._task["goal"], dtype=np.float32)
@@ -70,14 +79,54 @@ class Navigation2DEnv(TaskEnvMixin, gym.Env):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed, options=options)
         self._position = np.zeros(2, dtype=np.float32)
+        self._path = [self._position.copy()]
         dist, _ = self._distance_terms()
         return self._oracle_obs(self._position.copy()), {"distance": float(dist)}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         a = np.clip(self._check_action(action, np.float32), -MAX_STEP, MAX_STEP)
         self._position = self._position + a
+        self._path.append(self._position.copy())
         dist, sq = self._distance_terms()
         reward = float(-sq if self.squared else -dist)
         terminated = bool(dist < GOAL_RADIUS)
         info = {"reward_task": reward, "distance": float(dist)}
         return self._oracle_obs(self._position.copy()), reward, terminated, False, info
+
+    def render(self) -> np.ndarray | None:
+        """``render_mode="rgb_array"``: a ``[256, 256, 3]`` uint8 top view of the square
+        ``[-1.2 r, 1.2 r]^2`` (``r = goal_range``): the task space (grey square), the goal
+        (green), the path since the last reset (blue) and the point (red; drawn on the border
+        when it has left the view). ``None`` without a render mode."""
+        if self.render_mode is None:
+            return None
+        return render_navigation(self._path, self._task["goal"], float(self.task_space.size))
+
+
+def render_navigation(path: list[np.ndarray], goal: Any, goal_range: float, size: int = 256) -> np.ndarray:
+    """The picture :meth:`Navigation2DEnv.render` returns, drawn with PIL."""
+    from PIL import Image, ImageDraw  # only when rendering
+
+    half = 1.2 * goal_range
+    scale = (size - 1) / (2 * half)
+
+    def pixel(p: Any) -> tuple[float, float]:  # y up
+        x, y = np.clip(np.asarray(p, dtype=np.float64), -half, half)
+        return (x + half) * scale, (half - y) * scale
+
+    image = Image.new("RGB", (size, size), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    (x0, y0), (x1, y1) = pixel((-goal_range, goal_range)), pixel((goal_range, -goal_range))
+    draw.rectangle((x0, y0, x1, y1), outline=(200, 200, 200))
+    ox, oy = pixel((0.0, 0.0))
+    draw.line((ox - 4, oy, ox + 4, oy), fill=(160, 160, 160))
+    draw.line((ox, oy - 4, ox, oy + 4), fill=(160, 160, 160))
+    gx, gy = pixel(goal)
+    r = max(5.0, GOAL_RADIUS * scale)
+    draw.ellipse((gx - r, gy - r, gx + r, gy + r), fill=(40, 170, 60))
+    if len(path) > 1:
+        draw.line([pixel(p) for p in path], fill=(60, 110, 220), width=2)
+    px, py = pixel(path[-1])
+    inside = bool(np.all(np.abs(path[-1]) <= half))
+    draw.ellipse((px - 4, py - 4, px + 4, py + 4), fill=(220, 40, 40) if inside else None, outline=(220, 40, 40))
+    return np.asarray(image, dtype=np.uint8)

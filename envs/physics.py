@@ -69,7 +69,7 @@ class BatchPhysics:
 
 # --- worker processes -------------------------------------------------------------------
 #
-# Workers are fresh interpreters (``python -c "from envs.physics import serve; serve()"``),
+# Workers are fresh interpreters (``python -c "from metarl.envs.physics import serve; serve()"``),
 # not multiprocessing children: nothing of the caller's ``__main__`` is re-run in them and
 # no process holding torch's threads is forked. The arrays live in one file on tmpfs that
 # parent and workers map; the parent unlinks it as soon as every worker has mapped it.
@@ -128,7 +128,7 @@ def serve() -> None:
     try:
         (size,) = struct.unpack("<I", _read_exact(stdin, 4))
         cfg = pickle.loads(_read_exact(stdin, size))
-        import envs  # noqa: F401  (registers the ids)
+        import metarl.envs  # noqa: F401  (registers the ids)
 
         env = gymnasium.make(cfg["env_id"], **cfg["env_kwargs"]).unwrapped
         model, frame_skip = env.model, env.frame_skip
@@ -205,7 +205,7 @@ class ProcessPhysics:
             child_env.setdefault("OMP_NUM_THREADS", "1")
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
                 proc = subprocess.Popen(
-                    [sys.executable, "-c", "from envs.physics import serve; serve()"],
+                    [sys.executable, "-c", "from metarl.envs.physics import serve; serve()"],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     env=child_env,

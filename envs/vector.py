@@ -24,17 +24,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import gymnasium
+import metarl.envs as envs  # registers the ids
 import numpy as np
 import torch
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import seeding
-
-import envs  # noqa: F401  (registers the ids)
-from envs.locomotion import _LocomotionTaskMixin
-from envs.navigation import GOAL_RADIUS, MAX_STEP, Navigation2DEnv
-from envs.physics import BatchPhysics, ProcessPhysics
-from envs.tasks import Task
+from metarl.envs.locomotion import _LocomotionTaskMixin
+from metarl.envs.navigation import GOAL_RADIUS, MAX_STEP, Navigation2DEnv
+from metarl.envs.physics import BatchPhysics, ProcessPhysics
+from metarl.envs.tasks import Task
 
 
 def default_num_workers() -> int:
@@ -239,7 +238,8 @@ VecTaskEnv = VecNavigation2D | VecMujocoTasks
 def make_vec(
     env_id: str, num_envs: int, *, num_workers: int | None = None, env_kwargs: dict[str, Any] | None = None
 ) -> VecTaskEnv:
-    """The batched implementation of ``env_id`` (an id of :data:`envs.ENV_IDS`, ``envs:`` prefix allowed)."""
+    """The batched implementation of ``env_id``: an id of :data:`metarl.envs.ENV_IDS` (a ``metarl.envs:``
+    prefix is allowed)."""
     env_id = envs.builtin_id(env_id, "make_vec")
     if num_envs < 1:
         raise ValueError(f"make_vec: num_envs must be >= 1, got {num_envs}")

@@ -47,10 +47,26 @@ class Run:
         with torch.no_grad():
             return functional_forward(self.module, params, x)
 
-    def policy(self, params: Params | None = None) -> Any:
-        """RL runs: a callable ``obs -> torch.distributions.Distribution`` for ``params``."""
-        p = self.params if params is None else params
-        return lambda obs: functional_forward(self.module, p, torch.as_tensor(obs, dtype=torch.float32))
+    def adapt_to(self, task: dict[str, Any], steps: int | None = None, seed: int = 0) -> list[Params]:
+        """RL runs: params after 0..``steps`` steps (default ``inner.test_steps``) of the run's inner loop
+        on ``task`` (e.g. ``{"goal": (0.3, -0.2)}``), resampling its own episodes after each step with a
+        sampler built from the run's config (streams named by ``seed``); the task space is checked."""
+        from metarl.rl.watch import adapt_to
+
+        return adapt_to(self, task, steps=steps, seed=seed).params
+
+    def act(self, params: Params, obs: Any, deterministic: bool = False) -> Any:
+        """RL runs: a numpy action for the numpy ``obs``: the mean/mode if ``deterministic``, else a sample."""
+        from metarl.rl.watch import act
+
+        return act(self.module, params, obs, deterministic=deterministic)
+
+    def policy(self, params: Params | None = None, deterministic: bool = True) -> Any:
+        """RL runs: ``policy(obs) -> action`` (numpy in and out) for a plain Gymnasium loop, with
+        ``params`` (default the meta-learned ones); ``policy.distribution(obs)`` is the action distribution."""
+        from metarl.rl.watch import PolicyFn
+
+        return PolicyFn(self.module, self.params if params is None else params, deterministic)
 
 
 def load(path: str | Path) -> Run:

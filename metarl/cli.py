@@ -1,4 +1,5 @@
-"""The ``metarl`` command: ``train``, ``evaluate``, ``bench``, ``configs``, ``config show``, ``envs``."""
+"""The ``metarl`` command: ``train``, ``evaluate``, ``record``, ``bench``, ``configs``, ``config show``,
+``envs``."""
 
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarl.config import parse_overrides
     from metarl.evaluate import evaluate, format_table, plot, write_json
 
+    if args.task:
+        return _evaluate_tasks(args)
     result = evaluate(
         args.run, n_tasks=args.tasks, steps=args.steps, shots=args.shots, seed=args.seed,
         baselines=_baselines(args.baseline), pretrain_iterations=args.pretrain_iterations,
@@ -78,6 +81,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         plot(result, args.plot)
         print(f"[metarl] wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _evaluate_tasks(args: argparse.Namespace) -> int:
+    """``metarl evaluate RUN --task KEY=VALUE ...``: adapt on each given task, the return after each step."""
+    from metarl.config import parse_overrides
+    from metarl.evaluate import write_json
+    from metarl.rl.watch import evaluate_tasks, format_tasks_table, plot_tasks
+
+    unused = [flag for flag, value in (("--tasks", args.tasks), ("--shots", args.shots), ("--baseline", args.baseline))
+              if value]
+    if unused:
+        raise ConfigError(f"{' and '.join(unused)}: not used with --task, which adapts on the tasks you give")
+    result = evaluate_tasks(args.run, args.task, steps=args.steps, seed=args.seed, overrides=parse_overrides(args.set))
+    print(format_tasks_table(result))
+    out = args.out
+    if out is None:
+        run = Path(args.run)
+        out = (run if run.is_dir() else run.parent) / "eval_tasks.json"
+    write_json(result, out)
+    print(f"[metarl] wrote {out}", file=sys.stderr)
+    if args.plot:
+        plot_tasks(result, args.plot)
+        print(f"[metarl] wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from metarl.config import parse_overrides
+    from metarl.rl.watch import check_video_path, format_task, load_rl_run, parse_task, record
+
+    check_video_path(args.out)  # before loading anything
+    run = load_rl_run(args.run, parse_overrides(args.set), what="metarl record")
+    task = None
+    if args.task is not None:
+        from metarl.rl.build import make_env
+
+        env = make_env(run.config)
+        try:
+            task = parse_task(env, args.task)
+        finally:
+            env.close()
+    if args.steps is not None and args.steps < 0:
+        raise ConfigError(f"--steps must be >= 0, got {args.steps}")
+    result = record(run, args.out, task=task, steps=args.steps, seed=args.seed, log=print)
+    print(f"[metarl] task {format_task(result['task'])}: wrote {result['out']} ({result['frames']} frames)",
+          file=sys.stderr)
     return 0
 
 
@@ -101,7 +151,7 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
-    import envs
+    import metarl.envs as envs
 
     print(envs.format_envs_table())
     return 0
@@ -159,7 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an evaluation-time config key, e.g. test_lr_decay=0.5 (the paper's test-time lr "
                         "halving) or dataset.root=PATH")
+    e.add_argument("--task", action="append", default=[], metavar="KEY=VALUE",
+                   help="RL: adapt on this task instead of held-out ones (e.g. goal=0.3,-0.2, velocity=1.7, "
+                        "direction=-1; `metarl envs` lists the task spaces); repeat for several; writes "
+                        "RUN_DIR/eval_tasks.json unless --out")
     e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("record", help="RL: a video of the run adapting to a task (one episode before and after "
+                                      "each step)")
+    r.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
+    r.add_argument("--task", metavar="KEY=VALUE",
+                   help="e.g. goal=0.3,-0.2 (default: a held-out task drawn with --seed)")
+    r.add_argument("--out", required=True, help="FILE.gif, or FILE.mp4 (needs `pip install metarl[video]`)")
+    r.add_argument("--steps", type=int, help="gradient steps (default: inner.test_steps of the run)")
+    r.add_argument("--seed", type=int, default=1, help="seed of the adaptation's sampling and the episodes' resets")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an evaluation-time config key, as for evaluate")
+    r.set_defaults(func=cmd_record)
 
     b = sub.add_parser("bench", help="throughput benchmarks against the measured limit or a peer")
     b.add_argument("what", choices=list(BENCHMARKS))
@@ -196,6 +262,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     ray_sampler = sys.modules.get("metarl.rl.ray_sampler")
     if ray_sampler is not None:
         errors.append(ray_sampler.RayClusterError)
+    watch = sys.modules.get("metarl.rl.watch")
+    if watch is not None:
+        errors.append(watch.RecordError)
     return tuple(errors)
 
 

@@ -17,6 +17,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     $VPY -m pip install -q "torch==${METARL_TORCH_VERSION:-2.13.0}" 2>&1 | grep -v -i warning || true
   fi
   $VPY -m pip install -q -e ".[dev]" 2>&1 | grep -v -i -E "warning|^ *!!|wheel_obj|\*{8}|be careful with folders|name as your package|^ *$" || true
-  $VPY -c 'import metarl, envs, torch, gymnasium, mujoco' || { echo "bootstrap: install failed" >&2; exit 1; }
+  $VPY -c 'import metarl, metarl.envs, torch, gymnasium, mujoco' || { echo "bootstrap: install failed" >&2; exit 1; }
   touch "$stamp"
 fi

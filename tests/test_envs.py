@@ -9,13 +9,12 @@ import sys
 import warnings
 
 import gymnasium as gym
+import metarl.envs as envs
 import mujoco
 import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
-
-import envs
 
 torch.set_num_threads(1)
 
@@ -54,7 +53,7 @@ def test_make_with_module_prefix_without_import() -> None:
     code = (
         "import sys, gymnasium\n"
         "assert 'envs' not in sys.modules\n"
-        "env = gymnasium.make('envs:metarl/HalfCheetahVel-v0')\n"
+        "env = gymnasium.make('metarl.envs:metarl/HalfCheetahVel-v0')\n"
         "print(env.spec.id, env.spec.max_episode_steps)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -135,9 +135,9 @@ def test_policy_init_xavier_zeroes_biases_and_bounds_weights():
 
 def test_evaluation_tasks_are_not_the_training_tasks_of_the_same_seed():
     import gymnasium as gym
+    import metarl.envs  # noqa: F401
     import numpy as np
 
-    import envs  # noqa: F401
     from metarl.rl.evaluation import evaluation_tasks
 
     env = gym.make("metarl/Navigation2D-v0")

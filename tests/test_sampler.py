@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import gymnasium as gym
+import metarl.envs as envs
 import numpy as np
 import pytest
 import torch
+from metarl.envs.vector import make_vec
 
-import envs
-from envs.vector import make_vec
 from metarl.maml import detach_params, params_of
 from metarl.rl.episodes import Episodes
 from metarl.rl.policies import GaussianMLPPolicy, policy_distribution
@@ -272,7 +272,7 @@ def test_state_dict_resumes_the_random_streams() -> None:
 def test_sampler_rebuilds_for_another_number_of_tasks() -> None:
     policy = small_policy(17, 6)
     params = detach_params(params_of(policy))
-    with make_sampler("envs:metarl/HalfCheetahVel-v0", episodes_per_task=2, horizon=5) as sampler:
+    with make_sampler("metarl.envs:metarl/HalfCheetahVel-v0", episodes_per_task=2, horizon=5) as sampler:
         assert len(sampler.sample(policy, params, [{"velocity": 1.0}])) == 1
         eps = sampler.sample(policy, params, [{"velocity": 0.5}, {"velocity": 2.0}, {"velocity": 0.0}])
         assert len(eps) == 3 and eps[2].rewards.shape == (5, 2)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from mujoco import batch as mj_batch
 
-from envs.vector import default_num_workers, make_vec
+from metarl.envs.vector import default_num_workers, make_vec
 from metarl.maml import detach_params, params_of
 from metarl.rl.policies import GaussianMLPPolicy, policy_distribution, sample_actions
 from metarl.rl.sampler import make_sampler

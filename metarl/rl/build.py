@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-import envs  # noqa: F401  (registers the environments)
+import metarl.envs as envs  # registers the environments
 from metarl.config import ConfigError, RLConfig
 from metarl.maml import params_of
 from metarl.rl.adapt import InnerLoop

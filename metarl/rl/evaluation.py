@@ -32,12 +32,15 @@ from metarl.seeding import eval_seed
 
 
 def adaptation_returns(
-    cfg: RLConfig, policy: nn.Module, tasks: list[dict], *, steps: int, sampler: Any, seed: int
+    cfg: RLConfig, policy: nn.Module, tasks: list[dict], *, steps: int, sampler: Any, seed: int,
+    params_out: list[Params] | None = None,
 ) -> torch.Tensor:
     """Mean return per task after 0..``steps`` inner steps, resampling after each: ``[steps+1, N]``.
 
     ``sampler`` samples with streams seeded by ``seed`` (its own streams continue untouched), so
-    the result depends on the policy, the tasks and ``seed`` only.
+    the result depends on the policy, the tasks and ``seed`` only. ``params_out``, if given,
+    receives the (detached) parameters after 0..``steps`` steps: shared ones first, then stacked
+    per task (``[N, ...]``).
     """
     inner, advantages = inner_loop(cfg), advantage_estimator(cfg)
     theta: Params = detach_params(params_of(policy))
@@ -48,6 +51,8 @@ def adaptation_returns(
         for k in range(steps + 1):
             batches.append(Episodes.stack(sampler.sample(policy, params, tasks, per_task=per_task)))
             out.append(batches[-1].returns().mean(-1))
+            if params_out is not None:
+                params_out.append(detach_params(params))
             if k < steps:
                 params = adapt_on_episodes(policy, theta, batches, inner, advantages, lr_decay=cfg.test_lr_decay)
                 per_task = True
@@ -75,8 +80,9 @@ def adapt_run(module: nn.Module, params: Params, cfg: RLConfig, episodes: Episod
             raise ValueError(
                 f"adapt: this run's inner loss is LVC (inner_estimator: lvc), which needs episodes.log_probs of "
                 f"the run's own policy; they differ from it by up to {gap:.3g} nats. Pass episodes sampled by "
-                "run.policy() with their log-probs, or set run.config.inner_estimator = 'reinforce' for the plain "
-                "REINFORCE step (the same step when the log-probs are the policy's)."
+                "run.policy(deterministic=False) with their log-probs (run.policy().distribution(obs)), or set "
+                "run.config.inner_estimator = 'reinforce' for the plain REINFORCE step (the same step when the "
+                "log-probs are the policy's)."
             )
     batch = Episodes.stack([episodes])
     fast = adapt_on_episodes(module, params, [batch] * steps, inner_loop(cfg), advantage_estimator(cfg),

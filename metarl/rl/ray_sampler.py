@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-import envs
-from envs.vector import VecTaskEnv, default_num_workers, make_vec
+import metarl.envs as envs
+from metarl.envs.vector import VecTaskEnv, default_num_workers, make_vec
 from metarl.rl.episodes import Episodes
 from metarl.rl.sampler import (
     SeededSampler,

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-import envs
-from envs.vector import VecTaskEnv, make_vec
+import metarl.envs as envs
+from metarl.envs.vector import VecTaskEnv, make_vec
 from metarl.rl.episodes import Episodes
 from metarl.rl.policies import policy_distribution_fn
 
@@ -366,7 +366,7 @@ def make_sampler(
     env_kwargs: Mapping[str, Any] | None = None,
     horizon: int | None = None,
 ) -> MultiTaskSampler:
-    """A :class:`MultiTaskSampler` for ``env_id`` (one of ``envs.ENV_IDS``; ``envs:`` prefix allowed).
+    """A :class:`MultiTaskSampler` for ``env_id`` (one of ``metarl.envs.ENV_IDS``; ``metarl.envs:`` prefix allowed).
 
     Args:
         episodes_per_task: B, the episodes sampled per task and call.

@@ -60,12 +60,12 @@ def parse_task(env: gym.Env, text: str) -> dict[str, Any]:
     value and what the env allows."""
     space = env.unwrapped.task_space
     name = env.unwrapped.env_name
-    allowed = f"{name} takes {space.key}=... ({space.describe()}), e.g. --task {format_task(space.default)}"
+    allowed = f"the task of {name} is {space.key}=... ({space.describe()}), e.g. --task {format_task(space.default)}"
     key, sep, value = (part.strip() for part in text.partition("="))
     if not sep or not key or not value:
         raise ConfigError(f"--task {text!r}: expected KEY=VALUE; {allowed}")
     if key != space.key:
-        raise ConfigError(f"--task {text}: {name} has no task key {key!r}; {allowed}")
+        raise ConfigError(f"--task {text}: no task key {key!r}; {allowed}")
     try:
         numbers = [float(v) for v in value.split(",")]
     except ValueError:

@@ -94,7 +94,7 @@ class Progress:
         rate = done / max(now - self.t0, 1e-9)
         eta = (self.total - iteration) / rate if rate > 0 else float("inf")
         pct = 100.0 * iteration / max(self.total, 1)
-        parts = " ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in shown.items())
+        parts = " ".join(f"{_short(k)} {v:.4g}" for k, v in shown.items())
         line = f"it {iteration}/{self.total} [{pct:5.1f}%] {parts} | {rate:.1f} it/s ETA {_fmt_duration(eta)}"
         if self.tty:
             self.stream.write("\r" + line.ljust(100))
@@ -131,3 +131,11 @@ class RunLogger:
 
     def close(self) -> None:
         self.tb.close()
+
+
+def _short(key: str) -> str:
+    """A metric's name on the progress line, its namespace kept: ``train/return_post`` -> ``train.post``,
+    ``val/return_pre`` -> ``val.pre``, ``val/accuracy_post`` -> ``val.accuracy_post``."""
+    space, _, name = key.rpartition("/")
+    name = name.removeprefix("return_")
+    return f"{space}.{name}" if space else name

@@ -29,9 +29,12 @@ def test_navigation_adapts_in_one_step(tmp_path):
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     for key in ("train/return_pre", "train/return_post", "trpo/kl", "trpo/ls_steps", "trpo/accepted",
                 "trpo/grad_norm", "train/inner_loss", "train/entropy", "time/sample_s", "time/update_s",
-                "time/env_steps_per_s", "val/return_pre", "val/return_post"):
+                "time/env_steps_per_s", "val/return_pre", "val/return_post", "train/env_steps",
+                "train/episode_length"):
         assert key in header, key
     rows = [r.split(",") for r in (run / "metrics.csv").read_text().splitlines()[1:]]
+    steps = [float(r[header.index("train/env_steps")]) for r in rows]
+    assert steps[0] > 0 and all(b > a for a, b in zip(steps, steps[1:]))  # a cumulative count
     col = header.index("val/return_post")
     validated = [(int(r[0]), float(r[col])) for r in rows if r[col]]
     assert [it for it, _ in validated] == [5, 10, 15, 20]

@@ -67,6 +67,7 @@ class RLLearner:
         self.np_rng = np.random.default_rng(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # kept for symmetry of RNG state
         self._val_tasks: list[dict] | None = None
+        self.env_steps = 0  # environment steps sampled for training so far (the samples axis of a curve)
 
     def _threads(self) -> contextlib.AbstractContextManager[None]:
         return torch_threads(self.cfg.update_threads or os.cpu_count() or 1)  # the physics waits
@@ -98,6 +99,7 @@ class RLLearner:
             metrics = dict(self.algo.step(train, valid))
         t2 = time.perf_counter()
         steps = sum(float(e.masks.sum()) for e in [*train, valid])
+        self.env_steps += int(steps)
         ns = {"inner_loss": "train", "entropy": "train", "logp_gap": "train"}
         out = {f"{ns.get(k, self.algo.namespace)}/{k}": float(v) for k, v in metrics.items()}
         out["train/return_post"] = float(valid.returns().mean())
@@ -105,6 +107,8 @@ class RLLearner:
         out["time/sample_s"] = t1 - t0
         out["time/update_s"] = t2 - t1
         out["time/env_steps_per_s"] = steps / max(t1 - t0, 1e-9)
+        out["train/env_steps"] = float(self.env_steps)
+        out["train/episode_length"] = float(valid.masks.sum(-2).mean())
         return out
 
     def validate(self) -> dict[str, float]:
@@ -125,6 +129,7 @@ class RLLearner:
             "rng": rng_state(self.generator, self.np_rng),
             "sampler": self.sampler.state_dict(),
             "algorithm": self.algo.state_dict(),
+            "env_steps": self.env_steps,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -134,6 +139,7 @@ class RLLearner:
         self.algo.load_state_dict(algo_state)
         if state.get("sampler") is not None:
             self.sampler.load_state_dict(state["sampler"])
+        self.env_steps = int(state.get("env_steps", 0))
 
     def close(self) -> None:
         self.sampler.close()

@@ -50,7 +50,7 @@ def format_task(task: dict[str, Any]) -> str:
     parts = []
     for key, value in task.items():
         values = value if isinstance(value, (tuple, list)) else [value]
-        parts.append(f"{key}=" + ",".join(f"{float(v):g}" for v in values))
+        parts.append(f"{key}=" + ",".join(f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in values))
     return " ".join(parts)
 
 
@@ -58,7 +58,10 @@ def parse_task(env: gym.Env, text: str) -> dict[str, Any]:
     """``KEY=VALUE`` (``goal=0.3,-0.2``, ``velocity=1.7``, ``direction=-1``) as ``env``'s task dict,
     checked against its task space; anything else is a :class:`ConfigError` naming the key, the
     value and what the env allows."""
-    space = env.unwrapped.task_space
+    space = getattr(env.unwrapped, "task_space", None)
+    if space is None:
+        raise ConfigError(f"--task {text!r}: {env.spec.id if env.spec else 'this env'} is not a built-in env (no "
+                          "task_space to parse KEY=VALUE with); adapt to a task dict with metarl.load(run).adapt_to")
     name = env.unwrapped.env_name
     allowed = f"the task of {name} is {space.key}=... ({space.describe()}), e.g. --task {format_task(space.default)}"
     key, sep, value = (part.strip() for part in text.partition("="))
@@ -120,7 +123,14 @@ def adapt_to(run: Any, task: dict[str, Any], *, steps: int | None = None, seed: 
         raise ConfigError(f"steps must be >= 0, got {steps}")
     env = make_env(cfg)
     try:
-        task = env.unwrapped.task_space.check(task, env.unwrapped.env_name)
+        if hasattr(env.unwrapped, "task_space"):  # a built-in env
+            task = env.unwrapped.task_space.check(task, env.unwrapped.env_name)
+        else:  # any env of metarl.envs.protocol: its reset checks the task
+            try:
+                env.reset(seed=0, options={"task": task})
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{cfg.env.id}: reset refused the task {task!r}: {type(e).__name__}: {e}") from None
+            task = dict(env.unwrapped.task)
     except (TypeError, ValueError) as e:
         raise ConfigError(str(e)) from None
     finally:
@@ -344,9 +354,19 @@ def render_episode(env: gym.Env, policy: PolicyFn, task: dict[str, Any], *, seed
     while True:
         obs, reward, terminated, truncated, _ = env.step(policy(obs))
         total, t = total + float(reward), t + 1
-        frames.append(caption(env.render(), f"{label}, return {total:.1f}  (t={t})"))
+        frame = env.render()
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3:
+            raise RecordError(f"{env.spec.id if env.spec else 'the env'}: render() gave {type(frame).__name__}, "
+                              "not an [H, W, 3] image")
+        frames.append(caption(frame, f"{label}, return {total:.1f}  (t={t})"))
         if terminated or truncated:
             return frames, total, t
+
+
+def _has_camera(model: Any, name: str) -> bool:
+    import mujoco
+
+    return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name) >= 0
 
 
 def record(run: Any, out: str | Path, *, task: dict[str, Any] | None = None, steps: int | None = None,
@@ -363,14 +383,19 @@ def record(run: Any, out: str | Path, *, task: dict[str, Any] | None = None, ste
     try:
         if task is None:
             task = evaluation_tasks(probe, 1, seed)[0]
+        if "rgb_array" not in probe.metadata.get("render_modes", []):
+            raise RecordError(f"{cfg.env.id} has no rgb_array renderer (its metadata render_modes: "
+                              f"{probe.metadata.get('render_modes', [])}), so metarl record cannot draw it")
         mujoco = hasattr(probe.unwrapped, "mujoco_renderer")
+        size = {"width": FRAME_SIZE, "height": FRAME_SIZE} if mujoco else {}
+        if mujoco and _has_camera(probe.unwrapped.model, "track"):  # the built-in robots' tracking camera
+            size["camera_name"] = "track"
         fps = float(probe.metadata.get("render_fps") or 20)
     finally:
         probe.close()
     if mujoco:
         mujoco_gl()  # before any MuJoCo renderer is made
     adaptation = adapt_to(run, task, steps=steps, seed=seed)
-    size = {"width": FRAME_SIZE, "height": FRAME_SIZE, "camera_name": "track"} if mujoco else {}
     env = gym.make(cfg.env.id, render_mode="rgb_array", **env_kwargs(cfg), **size)
     frames: list[np.ndarray] = []
     episodes = []

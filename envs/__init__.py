@@ -15,7 +15,9 @@ metarl/AntGoal-v0         goal uniform in the disc of radius 3  200
 ========================  ====================================  =======
 
 The task protocol (``sample_tasks``, ``reset(options={"task": ...})``, ``env.unwrapped.task``)
-is described in :mod:`envs.tasks`; the batched path used by the sampler is
+is the public interface :mod:`metarl.envs.protocol` (:class:`TaskEnv`, :func:`check_task_env`): any
+registered id that follows it trains like these (through a generic sampler); the built-in ones
+implement it with :mod:`envs.tasks`, and their batched path used by the sampler is
 :func:`envs.vector.make_vec`. Every env takes ``oracle=True`` (``gymnasium.make(id, oracle=True)``),
 which appends the task's parameters to the observation: the oracle baseline of Finn et al. 2017.
 """
@@ -28,6 +30,7 @@ import gymnasium
 
 from .locomotion import AntDirEnv, AntGoalEnv, AntVelEnv, HalfCheetahDirEnv, HalfCheetahVelEnv
 from .navigation import Navigation2DEnv
+from .protocol import TaskEnv, TaskProtocolError, check_task_env
 
 __all__ = [
     "ENV_IDS",
@@ -37,9 +40,13 @@ __all__ = [
     "HalfCheetahDirEnv",
     "HalfCheetahVelEnv",
     "Navigation2DEnv",
+    "TaskEnv",
+    "TaskProtocolError",
     "builtin_id",
+    "check_task_env",
     "describe",
     "format_envs_table",
+    "is_builtin",
 ]
 
 #: id -> (entry point, episode length)
@@ -59,12 +66,18 @@ for _id, (_entry_point, _steps) in _REGISTRY.items():
 
 
 def builtin_id(env_id: str, who: str) -> str:
-    """``env_id`` without a ``metarl.envs:`` prefix, checked to be a built-in id (the fast samplers' envs);
-    ``who`` names the caller in the error."""
+    """``env_id`` without a ``metarl.envs:`` prefix, checked to be a built-in id (for the fast samplers
+    only: other ids run on :mod:`metarl.rl.generic_sampler`); ``who`` names the caller in the error."""
     env_id = env_id.removeprefix("metarl.envs:")
     if env_id not in ENV_IDS:
         raise ValueError(f"{who}: unknown env id {env_id!r}; known: {list(ENV_IDS)}")
     return env_id
+
+
+def is_builtin(env_id: str) -> bool:
+    """Whether ``env_id`` (a ``metarl.envs:`` prefix allowed) is a built-in id, which the fast batched
+    samplers run; any other registered id that follows :mod:`metarl.envs.protocol` runs on the generic one."""
+    return env_id.removeprefix("metarl.envs:") in ENV_IDS
 
 
 def describe() -> list[dict[str, Any]]:

@@ -196,7 +196,8 @@ class ClassificationConfig(CommonConfig):
 class EnvConfig:
     """The task-parameterised environment and how much is sampled per task."""
 
-    id: str = _f("metarl/Navigation2D-v0", "Gymnasium id (see `metarl envs`)")
+    id: str = _f("metarl/Navigation2D-v0", "Gymnasium id (see `metarl envs`), or any registered id following "
+                 "metarl.envs.protocol ('module:Id' imports module first)")
     episodes_per_task: int = positive(20, "episodes per task per sampling (paper: 20)")
     oracle: bool = _f(False, "append the task to the observation (the paper's oracle baseline)")
     kwargs: dict = _f(dict, "extra keyword arguments of the env", factory=True)

@@ -20,6 +20,7 @@ from metarl.maml import params_of
 from metarl.rl.adapt import InnerLoop
 from metarl.rl.baseline import AdvantageEstimator
 from metarl.rl.fisher import make_fisher
+from metarl.rl.generic_sampler import GenericSampler
 from metarl.rl.maml_trpo import MAMLTRPO
 from metarl.rl.policies import LR_PREFIX, CategoricalMLPPolicy, GaussianMLPPolicy, attach_inner_lr
 from metarl.rl.promp import ProMP
@@ -37,14 +38,31 @@ def env_kwargs(cfg: RLConfig) -> dict[str, Any]:
 
 
 def make_env(cfg: RLConfig) -> gym.Env:
-    """One instance of the run's environment (spaces and task sampling); an id Gymnasium does not know
-    is a :class:`ConfigError` naming the known ones (before any run directory is written)."""
+    """One instance of the run's environment (spaces and task sampling), checked to follow the task
+    protocol (:func:`metarl.envs.check_task_env`). An id Gymnasium does not know, a ``module:Id`` whose
+    module cannot be imported, an env refusing ``oracle=True`` or one that does not follow the protocol
+    is a :class:`ConfigError` (before any run directory is written)."""
+    kwargs = env_kwargs(cfg)
     try:
-        return gym.make(cfg.env.id, **env_kwargs(cfg))
+        env = gym.make(cfg.env.id, **kwargs)
     except gym.error.Error as e:
-        known = f"; known ids: {', '.join(envs.ENV_IDS)} (`metarl envs` describes them)"
+        known = (f"; known ids: {', '.join(envs.ENV_IDS)} (`metarl envs` describes them), and any registered "
+                 "id following metarl.envs.protocol ('module:Id' imports the module that registers it)")
         unknown = isinstance(e, gym.error.UnregisteredEnv) or "Malformed" in str(e)
         raise ConfigError(f"env.id: cannot make {cfg.env.id!r}: {e}{known if unknown else ''}") from None
+    except ModuleNotFoundError as e:  # the module of a "module:Id" (gymnasium's message names it)
+        raise ConfigError(f"env.id: cannot make {cfg.env.id!r}: {e}") from None
+    except TypeError as e:
+        if "oracle" not in kwargs or "oracle" not in str(e):
+            raise
+        raise ConfigError(f"env.oracle: {cfg.env.id} does not take oracle=True (the optional part of the task "
+                          f"protocol, see metarl.envs.protocol): {e}") from None
+    try:
+        envs.check_task_env(env)
+    except envs.TaskProtocolError as e:
+        env.close()
+        raise ConfigError(f"env.id: {e}") from None
+    return env
 
 
 def policy_module(cfg: RLConfig, env: gym.Env | None = None) -> nn.Module:
@@ -145,6 +163,9 @@ def make_algorithm(cfg: RLConfig, policy: nn.Module) -> Any:
 
 # ---------------------------------------------------------------------------- samplers
 def _ray_sampler(cfg: RLConfig, seed: int) -> Any:
+    if not envs.is_builtin(cfg.env.id):
+        raise ConfigError(f"sampler.backend: ray runs the built-in envs only ({', '.join(envs.ENV_IDS)}); "
+                          f"{cfg.env.id!r} needs sampler.backend: local (the generic sampler)")
     from metarl.rl.ray_sampler import RaySampler  # the optional Ray extra, imported only here
 
     return RaySampler(cfg.env.id, episodes_per_task=cfg.env.episodes_per_task, num_workers=cfg.sampler.num_workers,
@@ -152,11 +173,20 @@ def _ray_sampler(cfg: RLConfig, seed: int) -> Any:
 
 
 def _local_sampler(cfg: RLConfig, seed: int) -> Any:
+    """The fast batched sampler for a built-in id, the generic one (one Gymnasium env per episode)
+    for any other id following the task protocol."""
+    if not envs.is_builtin(cfg.env.id):
+        try:
+            return GenericSampler(cfg.env.id, episodes_per_task=cfg.env.episodes_per_task, seed=seed,
+                                  env_kwargs=env_kwargs(cfg))
+        except (ValueError, envs.TaskProtocolError) as e:  # no time limit, or not the protocol
+            raise ConfigError(f"env.id: {e}") from None
     return make_sampler(cfg.env.id, episodes_per_task=cfg.env.episodes_per_task,
                         num_workers=cfg.sampler.num_workers or None, seed=seed, env_kwargs=env_kwargs(cfg))
 
 
-#: ``sampler.backend`` -> ``(cfg, seed) -> sampler``; both give the same episodes for the same seed.
+#: ``sampler.backend`` -> ``(cfg, seed) -> sampler``; both give the same episodes for the same seed
+#: (ray: the built-in ids only).
 SAMPLERS: dict[str, Callable[[RLConfig, int], Any]] = {"local": _local_sampler, "ray": _ray_sampler}
 
 

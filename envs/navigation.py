@@ -110,8 +110,8 @@ def render_navigation(path: list[np.ndarray], goal: Any, goal_range: float, size
     half = 1.2 * goal_range
     scale = (size - 1) / (2 * half)
 
-    def pixel(p: Any) -> tuple[float, float]:  # y up
-        x, y = np.clip(np.asarray(p, dtype=np.float64), -half, half)
+    def pixel(p: Any, clip: bool = False) -> tuple[float, float]:  # y up
+        x, y = np.clip(p, -half, half) if clip else np.asarray(p, dtype=np.float64)
         return (x + half) * scale, (half - y) * scale
 
     image = Image.new("RGB", (size, size), (255, 255, 255))
@@ -126,7 +126,7 @@ def render_navigation(path: list[np.ndarray], goal: Any, goal_range: float, size
     draw.ellipse((gx - r, gy - r, gx + r, gy + r), fill=(40, 170, 60))
     if len(path) > 1:
         draw.line([pixel(p) for p in path], fill=(60, 110, 220), width=2)
-    px, py = pixel(path[-1])
+    px, py = pixel(path[-1], clip=True)
     inside = bool(np.all(np.abs(path[-1]) <= half))
     draw.ellipse((px - 4, py - 4, px + 4, py + 4), fill=(220, 40, 40) if inside else None, outline=(220, 40, 40))
     return np.asarray(image, dtype=np.uint8)

@@ -84,14 +84,23 @@ def evaluate(
         "by_step": body.pop("by_step"),
         "baselines": body.pop("baselines"),
         "iteration": int(state["iteration"]),
+        "algorithm": getattr(cfg, "algorithm", "maml"),
         "seed": seed,
         **body,
     }
 
 
+#: How a run's row is named in tables and plots, by its config's ``algorithm``.
+LABELS = {"maml": "MAML", "promp": "ProMP", "pretrain": "pretrained"}
+
+
+def _label(result: dict[str, Any]) -> str:
+    return LABELS.get(result.get("algorithm", "maml"), str(result.get("algorithm")))
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The paper's kind of table: metric (mean +/- 95% CI) after each number of steps, per model."""
-    rows = [("MAML", result["by_step"])] + [(n, b["by_step"]) for n, b in result["baselines"].items()]
+    rows = [(_label(result), result["by_step"])] + [(n, b["by_step"]) for n, b in result["baselines"].items()]
     steps = [s["step"] for s in result["by_step"]]
     head = f"{result['metric']} on {result['n_tasks']} held-out tasks ({result['benchmark']}, it {result['iteration']})"
     lines = [head, "steps".ljust(12) + "".join(f"{k:>18d}" for k in steps)]
@@ -112,7 +121,7 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    rows = [("MAML", result["by_step"])] + [(n, b["by_step"]) for n, b in result["baselines"].items()]
+    rows = [(_label(result), result["by_step"])] + [(n, b["by_step"]) for n, b in result["baselines"].items()]
     for name, by_step in rows:
         k = [s["step"] for s in by_step]
         m = [s["mean"] for s in by_step]

@@ -21,9 +21,10 @@ policy on the GPU, whose numbers differ in the last bits.
 
 Faults: a worker that dies (its process, or its node) is replaced and its share sampled again
 from the same seeds, with a logged warning; the result is the same as without the fault. A
-Ray that cannot be started or reached, workers that do not start, or workers that keep dying
-raise :class:`RayClusterError` (a ``RuntimeError``) naming the address (the training loop stops; its last checkpoint
-is whole, written atomically).
+Ray that cannot be started or reached, workers that do not start, workers that keep dying, or a
+replacement that no node can host within ``start_timeout`` (its node died and the other nodes'
+CPUs are taken: Ray would queue it forever) raise :class:`RayClusterError` (a ``RuntimeError``)
+naming the address (the training loop stops; its last checkpoint is whole, written atomically).
 
 Ray is imported only here, when the backend is chosen: ``pip install -e .[ray]``.
 """
@@ -157,7 +158,7 @@ class RaySampler(TaskSource, SeededSampler):
             ``'host:port'`` or ``'ray://host:port'`` a remote one (its nodes need ``metarl``
             and ``envs`` installed). A Ray already initialised in this process is used as it is.
         max_restarts: replacements of dead workers allowed within one ``sample`` call.
-        start_timeout: seconds to wait for the actors to start.
+        start_timeout: seconds to wait for the actors to start, and for each replacement.
     """
 
     def __init__(
@@ -187,6 +188,7 @@ class RaySampler(TaskSource, SeededSampler):
             raise ValueError(f"RaySampler: horizon must be >= 1, got {horizon}")
         self.address = address
         self.max_restarts = int(max_restarts)
+        self.start_timeout = float(start_timeout)
         self._streams = SeedStreams(seed)
         self._task_env: Any = None
         self.workers: list[Any] = []
@@ -236,8 +238,17 @@ class RaySampler(TaskSource, SeededSampler):
         return self._actor_class.remote(self.env_id, self.env_kwargs)
 
     def _replace(self, i: int) -> None:
-        self._ray.kill(self.workers[i], no_restart=True)  # a no-op for a dead actor; frees a hung one
+        ray = self._ray
+        ray.kill(self.workers[i], no_restart=True)  # a no-op for a dead actor; frees a hung one
         self.workers[i] = self._spawn()
+        # Ray queues an actor that no node can host (its node died, the others' CPUs are taken) forever
+        ready, _ = ray.wait([self.workers[i].ready.remote()], timeout=self.start_timeout)
+        if not ready:
+            raise RayClusterError(
+                f"Ray sampler: the replacement of worker {i} did not start within {self.start_timeout:g} s at "
+                f"{self._where()} ({ray.cluster_resources().get('CPU', 0):g} CPU(s) left for {len(self.workers)} "
+                "workers; a node was lost?): add a node or lower sampler.num_workers, then --resume the run"
+            )
 
     # ------------------------------------------------------------------ sampler interface
     def sample(

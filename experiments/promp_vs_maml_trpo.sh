@@ -24,7 +24,7 @@ mkdir -p "$out"
 one_core=(--set update_threads=1 --set sampler.num_workers=1)
 for seed in "${seeds[@]}"; do
   for algo in maml promp; do
-    config=experiments/configs/$([ $algo = maml ] && echo "$maml" || echo "${task}_promp").yaml
+    config=$([ $algo = maml ] && echo "$maml" || echo "${task}_promp")  # a shipped config (metarl configs)
     dir=$out/$algo-s$seed
     if [ ! -f "$dir/checkpoints/last.pt" ]; then
       metarl train "$config" --seed "$seed" --logdir "$dir" --overwrite --time-limit "$minutes" "${one_core[@]}" \

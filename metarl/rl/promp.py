@@ -46,7 +46,7 @@ def clipped_ratio_loss(clip_eps: float) -> PostLoss:
 
 
 class ProMP:
-    """ProMP's meta-update on a policy; values in ``experiments/configs/*promp*.yaml`` cite their source.
+    """ProMP's meta-update on a policy; values in ``metarl/configs/*promp*.yaml`` cite their source.
 
     Args:
         policy, inner, inner_batches, advantages, task_chunk: as :class:`~metarl.rl.maml_trpo.MAMLTRPO`.

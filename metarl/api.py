@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from metarl.checkpoint import load_checkpoint
+from metarl.checkpoint import load_checkpoint, load_weights
 from metarl.config import CommonConfig, config_from_dict
 from metarl.families import family_of
 from metarl.maml import LearningRate, Params, detach_params, functional_forward
@@ -70,8 +70,13 @@ class Run:
 
 
 def load(path: str | Path) -> Run:
-    """Load a run directory (its ``checkpoints/last.pt``) or a checkpoint file."""
-    state = load_checkpoint(path)
+    """Load a run directory (its ``checkpoints/last.pt``), a ``.pt`` checkpoint file, or a weights-only
+    ``.safetensors`` export (``checkpoints/last.safetensors``; nothing is unpickled: safe for others' files)."""
+    if Path(path).suffix == ".safetensors":
+        model, lr_params, iteration, config = load_weights(path)
+        state = {"config": config, "iteration": iteration, "learner": {"model": model, "lr_params": lr_params}}
+    else:
+        state = load_checkpoint(path)
     cfg = config_from_dict(state["config"])
     learner = state["learner"]
     module = family_of(cfg).module(cfg)

@@ -1,8 +1,14 @@
-"""Checkpoints: atomic writes (temp file, fsync, rename), clear errors on load."""
+"""Checkpoints: atomic writes (temp file, fsync, rename), clear errors on load.
+
+Beside each pickled ``.pt`` checkpoint the training loop writes a weights-only ``.safetensors`` export
+(:func:`save_weights`): loading it (:func:`load_weights`) never unpickles anything, so it is the
+file to share and to load from others.
+"""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -63,6 +69,50 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+#: ``metadata["format"]`` of a weights export; its ``lr_params`` tensors are stored as ``lr_params/NAME``.
+WEIGHTS_FORMAT = "metarl-weights-v1"
+LR_PREFIX = "lr_params/"
+
+
+def _cpu(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU copy sharing no memory with other tensors (safetensors refuses shared storage)."""
+    return t.detach().to("cpu").contiguous().clone()
+
+
+def save_weights(path: str | Path, learner_state: dict[str, Any], iteration: int, config: dict[str, Any]) -> None:
+    """Write the model's tensors (``learner_state["model"]``, and any learned inner lrs) with the iteration and
+    the resolved config (JSON) as metadata to ``path`` in the safetensors format, atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: _cpu(v) for k, v in learner_state["model"].items()}
+    for k, v in (learner_state.get("lr_params") or {}).items():
+        tensors[LR_PREFIX + k] = _cpu(v)
+    metadata = {"format": WEIGHTS_FORMAT, "iteration": str(int(iteration)), "config": json.dumps(config)}
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, int, dict]:
+    """``(model tensors, lr_params or None, iteration, config dict)`` of a :func:`save_weights` file;
+    nothing is unpickled."""
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"weights file {str(p)!r} does not exist")
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if metadata.get("format") != WEIGHTS_FORMAT:
+            raise ValueError(f"metadata format is {metadata.get('format')!r}, not {WEIGHTS_FORMAT!r}")
+        iteration, config = int(metadata["iteration"]), json.loads(metadata["config"])
+    except (SafetensorError, ValueError, KeyError, OSError) as e:
+        raise CheckpointError(f"weights file {str(p)!r} is corrupt or not a metarl weights export ({e})") from None
+    model = {k: v for k, v in tensors.items() if not k.startswith(LR_PREFIX)}
+    lr = {k.removeprefix(LR_PREFIX): v for k, v in tensors.items() if k.startswith(LR_PREFIX)} or None
+    return model, lr, iteration, config
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -12,7 +12,9 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+import yaml
 
 from metarl.checkpoint import atomic_write_bytes
 
@@ -126,11 +128,54 @@ class RunLogger:
             self.tb.add_scalar(k, v, iteration)
         self.csv.write(iteration, metrics)
 
+    def log_config(self, config: dict[str, Any]) -> None:
+        """The resolved config as YAML text (TensorBoard's Text tab, tag ``config``)."""
+        text = yaml.safe_dump(config, sort_keys=False)
+        self.tb.add_text("config", f"```yaml\n{text}```", 0)
+
+    def final_metrics(self) -> dict[str, float]:
+        """The last logged value of each ``val/*`` key and of the main train metric (``train/return_post``,
+        else ``train/loss_post``), from ``metrics.csv`` (so a resumed run counts what it logged before)."""
+        last: dict[str, float] = {}
+        for row in self.csv.rows:
+            for k, v in row.items():
+                if k and v not in (None, ""):
+                    try:
+                        last[k] = float(v)
+                    except ValueError:
+                        continue
+        keys = [k for k in last if k.startswith("val/")]
+        keys += next(([k] for k in ("train/return_post", "train/loss_post") if k in last), [])
+        return {k: last[k] for k in keys}
+
+    def log_hparams(self, config: dict[str, Any]) -> None:
+        """The config's scalar hyperparameters (dotted keys) and the run's final metrics for TensorBoard's
+        HParams tab, written into this run's own event file (``SummaryWriter.add_hparams`` would start a
+        sub-run and log the metrics again; the HParams tab reads them from the scalars already here)."""
+        from torch.utils.tensorboard.summary import hparams
+
+        metrics = self.final_metrics()
+        writer = self.tb._get_file_writer()
+        for summary in hparams(flat_hparams(config), metrics):
+            writer.add_summary(summary)
+
     def flush(self) -> None:
         self.tb.flush()
 
     def close(self) -> None:
         self.tb.close()
+
+
+def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
+    """``config``'s scalar values (bool, int, float, str) under dotted keys; lists and ``None`` are left out."""
+    out: dict[str, bool | int | float | str] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_hparams(v, key + "."))
+        elif isinstance(v, (bool, int, float, str)):
+            out[key] = v
+    return out
 
 
 def _short(key: str) -> str:

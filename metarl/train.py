@@ -35,7 +35,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from metarl.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from metarl.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+    save_weights,
+)
 from metarl.config import CommonConfig, ConfigError, config_from_dict, config_to_dict, dump_config
 from metarl.families import family_of
 from metarl.logger import Progress, RunLogger
@@ -393,15 +399,17 @@ class _Guard:
 
 
 class _Checkpoints:
-    """Writes a run's ``last.pt`` / ``best.pt`` and remembers the iteration ``last.pt`` holds."""
+    """Writes a run's ``last.pt`` / ``best.pt`` (each with its weights-only ``.safetensors`` export beside it)
+    and remembers the iteration ``last.pt`` holds."""
 
     def __init__(self, ckpt_dir: Path, cfg: CommonConfig, learner: Any, saved: int | None) -> None:
         self.ckpt_dir, self.cfg, self.learner, self.saved = ckpt_dir, cfg, learner, saved
 
     def write(self, iteration: int, best: float | None, name: str = "last.pt") -> None:
-        state = {"iteration": iteration, "config": config_to_dict(self.cfg), "learner": self.learner.state_dict(),
-                 "best": best}
+        config, learner_state = config_to_dict(self.cfg), self.learner.state_dict()
+        state = {"iteration": iteration, "config": config, "learner": learner_state, "best": best}
         save_checkpoint(self.ckpt_dir / name, state)
+        save_weights((self.ckpt_dir / name).with_suffix(".safetensors"), learner_state, iteration, config)
         if name == "last.pt":
             self.saved = iteration
 
@@ -454,6 +462,8 @@ def train(
         progress = Progress(cfg.num_iterations, start, stream=io.StringIO() if quiet else None)
         if not quiet:
             print(f"[metarl] run dir: {run_dir}  (tensorboard --logdir {run_dir.parent})", file=sys.stderr)
+        if state is None:
+            logger.log_config(config_to_dict(cfg))
         guard = _Guard(cfg, learner)
         shown: dict[str, float] = {}
         t_start = time.perf_counter()
@@ -483,6 +493,7 @@ def train(
                         ckpt.write(it, best)
                     if stopping:
                         break
+            logger.log_hparams(config_to_dict(cfg))  # a normal end, a time limit or a stop (not an error)
         finally:
             progress.close()
             logger.close()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from metarl.checkpoint import CheckpointError
 from metarl.config import ConfigError
@@ -62,7 +64,7 @@ def _minutes(value: float | None) -> float | None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarl.config import parse_overrides
-    from metarl.evaluate import evaluate, format_table, plot, write_json
+    from metarl.evaluate import evaluate, format_table, plot
 
     if args.task:
         return _evaluate_tasks(args)
@@ -72,10 +74,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         overrides=parse_overrides(args.set),
     )
     print(format_table(result))
+    return _write_result(args, result, "eval.json", plot)
+
+
+def _write_result(args: argparse.Namespace, result: dict[str, Any], default_name: str,
+                  plot: Callable[[dict[str, Any], str], None]) -> int:
+    """Write an evaluation's JSON (``--out``, else ``default_name`` in the run directory) and its plot."""
+    from metarl.evaluate import write_json
+
     out = args.out
     if out is None:
         run = Path(args.run)
-        out = (run if run.is_dir() else run.parent) / "eval.json"
+        out = (run if run.is_dir() else run.parent) / default_name
     write_json(result, out)
     print(f"[metarl] wrote {out}", file=sys.stderr)
     if args.plot:
@@ -87,7 +97,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_tasks(args: argparse.Namespace) -> int:
     """``metarl evaluate RUN --task KEY=VALUE ...``: adapt on each given task, the return after each step."""
     from metarl.config import parse_overrides
-    from metarl.evaluate import write_json
     from metarl.rl.watch import evaluate_tasks, format_tasks_table, plot_tasks
 
     unused = [flag for flag, value in (("--tasks", args.tasks), ("--shots", args.shots), ("--baseline", args.baseline))
@@ -96,16 +105,7 @@ def _evaluate_tasks(args: argparse.Namespace) -> int:
         raise ConfigError(f"{' and '.join(unused)}: not used with --task, which adapts on the tasks you give")
     result = evaluate_tasks(args.run, args.task, steps=args.steps, seed=args.seed, overrides=parse_overrides(args.set))
     print(format_tasks_table(result))
-    out = args.out
-    if out is None:
-        run = Path(args.run)
-        out = (run if run.is_dir() else run.parent) / "eval_tasks.json"
-    write_json(result, out)
-    print(f"[metarl] wrote {out}", file=sys.stderr)
-    if args.plot:
-        plot_tasks(result, args.plot)
-        print(f"[metarl] wrote {args.plot}", file=sys.stderr)
-    return 0
+    return _write_result(args, result, "eval_tasks.json", plot_tasks)
 
 
 def cmd_record(args: argparse.Namespace) -> int:

@@ -22,12 +22,10 @@ from typing import Any
 import gymnasium
 import numpy as np
 import torch
-from torch import nn
 
 from metarl.envs.protocol import check_task_env
 from metarl.envs.vector import NonFiniteActionError
-from metarl.rl.episodes import Episodes
-from metarl.rl.sampler import SeededSampler, SeedStreams, Task, TaskSource, check_params, collect, policy_act
+from metarl.rl.sampler import SeedStreams, Task, VecSampler
 
 
 class GymTaskVec:
@@ -99,7 +97,7 @@ class GymTaskVec:
         self.envs = []
 
 
-class GenericSampler(TaskSource, SeededSampler):
+class GenericSampler(VecSampler):
     """:class:`~metarl.rl.sampler.MultiTaskSampler`'s interface and contract for any id following
     :mod:`metarl.envs.protocol`: ``sample(policy, params, tasks, per_task=...) -> list[Episodes]``,
     ``sample_tasks``, ``state_dict`` / ``load_state_dict`` / ``seeded``, ``horizon``, ``close``.
@@ -152,41 +150,6 @@ class GenericSampler(TaskSource, SeededSampler):
         elif self._vec.num_envs != nb:
             self._vec.resize(nb)
         return self._vec
-
-    def sample(
-        self,
-        policy: nn.Module,
-        params: Mapping[str, torch.Tensor],
-        tasks: Sequence[Task],
-        *,
-        per_task: bool = False,
-    ) -> list[Episodes]:
-        """``episodes_per_task`` episodes of each task under ``policy`` with ``params`` (shared, or
-        stacked ``[N, ...]`` with ``per_task``): one :class:`Episodes` per task, ``[T, B, ...]``, as
-        :meth:`metarl.rl.sampler.MultiTaskSampler.sample` returns."""
-        tasks = list(tasks)
-        check_params(params, len(tasks), per_task=per_task)
-        vec = self._vec_for(len(tasks))
-        reset_seeds, noise_seeds = self._streams.draw(len(tasks), self.episodes_per_task)
-        act = policy_act(policy, params, per_task=per_task, noise_seeds=noise_seeds, horizon=self.horizon)
-        return collect(
-            vec, tasks, episodes_per_task=self.episodes_per_task, horizon=self.horizon, act=act, seeds=reset_seeds
-        )
-
-    def close(self) -> None:
-        """Close the envs (a later ``sample`` makes them again)."""
-        if self._vec is not None:
-            self._vec.close()
-            self._vec = None
-        if self._task_env is not None:
-            self._task_env.close()
-            self._task_env = None
-
-    def __enter__(self) -> GenericSampler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def make_generic_sampler(

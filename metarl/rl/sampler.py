@@ -267,7 +267,64 @@ class TaskSource:
         return self._task_env.sample_tasks(n, rng)
 
 
-class MultiTaskSampler(TaskSource, SeededSampler):
+class VecSampler(TaskSource, SeededSampler):
+    """What every local sampler shares: ``sample`` rolls out a batched env of ``tasks x
+    episodes_per_task`` sub-envs (``_vec_for(n_tasks)``, the subclass's) with the seeds of
+    :class:`SeedStreams` and the policy's action noise, so any two samplers give the same episodes
+    for the same seed when their envs step the same."""
+
+    episodes_per_task: int
+    horizon: int
+    _vec: Any = None
+
+    def _vec_for(self, n_tasks: int) -> Any:
+        raise NotImplementedError
+
+    def sample(
+        self,
+        policy: nn.Module,
+        params: Mapping[str, torch.Tensor],
+        tasks: Sequence[Task],
+        *,
+        per_task: bool = False,
+    ) -> list[Episodes]:
+        """``episodes_per_task`` episodes of each task under ``policy`` with ``params``.
+
+        Args:
+            policy: a module whose forward returns ``Independent(Normal)`` or ``Categorical``.
+            params: shared parameters, or with ``per_task=True`` a stacked dict whose tensors
+                have a leading task dim ``N = len(tasks)``.
+            tasks: the tasks (dicts, e.g. from :meth:`sample_tasks`).
+
+        Returns one :class:`Episodes` per task, ``[T, B, ...]`` with ``T`` the horizon and
+        ``B = episodes_per_task``; ``log_probs`` are those of the sampled actions.
+        """
+        tasks = list(tasks)
+        check_params(params, len(tasks), per_task=per_task)
+        vec = self._vec_for(len(tasks))
+        reset_seeds, noise_seeds = self._streams.draw(len(tasks), self.episodes_per_task)
+        act = policy_act(policy, params, per_task=per_task, noise_seeds=noise_seeds, horizon=self.horizon)
+        return collect(
+            vec, tasks, episodes_per_task=self.episodes_per_task, horizon=self.horizon, act=act, seeds=reset_seeds
+        )
+
+    def close(self) -> None:
+        """Stop the envs (physics threads / processes; a later ``sample`` starts them again)."""
+        if self._vec is not None:
+            self._vec.close()
+            self._vec = None
+        if self._task_env is not None:
+            self._task_env.close()
+            self._task_env = None
+
+    def __enter__(self) -> VecSampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MultiTaskSampler(VecSampler):
     """Samples ``episodes_per_task`` episodes for each of a list of tasks (see the module doc).
 
     Usage::
@@ -312,50 +369,6 @@ class MultiTaskSampler(TaskSource, SeededSampler):
             self.close()
             self._vec = make_vec(self.env_id, nb, num_workers=self.num_workers, env_kwargs=self.env_kwargs)
         return self._vec
-
-    def sample(
-        self,
-        policy: nn.Module,
-        params: Mapping[str, torch.Tensor],
-        tasks: Sequence[Task],
-        *,
-        per_task: bool = False,
-    ) -> list[Episodes]:
-        """``episodes_per_task`` episodes of each task under ``policy`` with ``params``.
-
-        Args:
-            policy: a module whose forward returns ``Independent(Normal)`` or ``Categorical``.
-            params: shared parameters, or with ``per_task=True`` a stacked dict whose tensors
-                have a leading task dim ``N = len(tasks)``.
-            tasks: the tasks (dicts, e.g. from :meth:`sample_tasks`).
-
-        Returns one :class:`Episodes` per task, ``[T, B, ...]`` with ``T`` the horizon and
-        ``B = episodes_per_task``; ``log_probs`` are those of the sampled actions.
-        """
-        tasks = list(tasks)
-        check_params(params, len(tasks), per_task=per_task)
-        vec = self._vec_for(len(tasks))
-        reset_seeds, noise_seeds = self._streams.draw(len(tasks), self.episodes_per_task)
-        act = policy_act(policy, params, per_task=per_task, noise_seeds=noise_seeds, horizon=self.horizon)
-        return collect(
-            vec, tasks, episodes_per_task=self.episodes_per_task, horizon=self.horizon, act=act, seeds=reset_seeds
-        )
-
-    def close(self) -> None:
-        """Stop the physics threads/processes (a later ``sample`` starts them again)."""
-        if self._vec is not None:
-            self._vec.close()
-            self._vec = None
-        if self._task_env is not None:
-            self._task_env.close()
-            self._task_env = None
-
-    def __enter__(self) -> MultiTaskSampler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def make_sampler(
     env_id: str,

@@ -3,16 +3,24 @@
 VENV := .venv/bin
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: demo test test-ray test-slow lint bootstrap clean
+.PHONY: demo demo-sinusoid test test-ray test-slow lint bootstrap clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
 
-## meta-train the sinusoid benchmark for a few minutes, then print the adaptation table
+## meta-train a 2D-navigation agent (about 3 minutes), a pretrained baseline (1 minute), evaluate the
+## adaptation on 40 held-out goals beside them and a random policy, and record the agent adapting
 demo: bootstrap
-	rm -rf runs/demo
-	$(VENV)/metarl train sinusoid --set num_iterations=20000 --logdir runs/demo
-	$(VENV)/metarl evaluate runs/demo --tasks 600 --steps 10 --plot runs/demo/adaptation.png
+	$(VENV)/metarl train navigation2d_fast --time-limit 3 --logdir runs/demo/maml --overwrite
+	$(VENV)/metarl train navigation2d_pretrain --time-limit 1 --logdir runs/demo/pretrained --overwrite
+	$(VENV)/metarl evaluate runs/demo/maml --tasks 40 --steps 3 --baseline pretrained=runs/demo/pretrained \
+		--plot runs/demo/adaptation.png
+	$(VENV)/metarl record runs/demo/maml --task goal=0.3,-0.2 --steps 3 --out runs/demo/adapt.gif
+
+## the sinusoid regression demo (Finn et al. 2017, Fig. 2): a few minutes
+demo-sinusoid: bootstrap
+	$(VENV)/metarl train sinusoid --set num_iterations=20000 --logdir runs/demo-sinusoid --overwrite
+	$(VENV)/metarl evaluate runs/demo-sinusoid --tasks 600 --steps 10 --plot runs/demo-sinusoid/adaptation.png
 
 ## the test suite (fast; `make test-slow` adds the longer learning checks)
 test: bootstrap

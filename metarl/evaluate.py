@@ -113,6 +113,19 @@ def write_json(result: dict[str, Any], path: str | Path) -> None:
     atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
 
 
+#: Which way is better for each metric, said on the plots' y axis.
+BETTER = {"return": "higher", "accuracy": "higher", "mse": "lower"}
+
+
+def axis_labels(ax: Any, metric: str) -> None:
+    """Integer gradient-step ticks on x, the metric and which way is better on y."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("gradient steps")
+    ax.set_ylabel(f"{metric} ({BETTER[metric]} is better)" if metric in BETTER else metric)
+
+
 def plot(result: dict[str, Any], path: str | Path) -> None:
     """The adaptation curve of MAML and each baseline, with 95% CI bands."""
     import matplotlib
@@ -128,8 +141,7 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
         c = [s["ci95"] for s in by_step]
         ax.plot(k, m, marker="o", ms=3, label=name)
         ax.fill_between(k, [a - b for a, b in zip(m, c)], [a + b for a, b in zip(m, c)], alpha=0.2)
-    ax.set_xlabel("gradient steps")
-    ax.set_ylabel(result["metric"])
+    axis_labels(ax, result["metric"])
     ax.set_title(f"{result['benchmark']}: {result['n_tasks']} held-out tasks")
     ax.legend()
     fig.tight_layout()

@@ -228,12 +228,13 @@ def plot_tasks(result: dict[str, Any], path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from metarl.evaluate import axis_labels
+
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for row in result["tasks"]:
         ax.plot([s["step"] for s in row["by_step"]], [s["mean"] for s in row["by_step"]], marker="o", ms=3,
                 label=format_task(row["task"]))
-    ax.set_xlabel("gradient steps")
-    ax.set_ylabel(result["metric"])
+    axis_labels(ax, result["metric"])
     ax.set_title(f"{result['benchmark']}: adapting to the given tasks")
     ax.legend()
     fig.tight_layout()

@@ -384,6 +384,7 @@ def test_resume_with_another_model_shape_keeps_config_yaml(tmp_path, capsys):
     assert ((run / "config.yaml").read_bytes(), (run / "checkpoints" / "last.pt").read_bytes()) == before
 
 
+@pytest.mark.ray  # runs with the Ray extra (make test-ray)
 def test_unreachable_ray_address_is_one_line(tmp_path, capsys):
     pytest.importorskip("ray")
     with socket.socket() as s:  # a port nobody listens on

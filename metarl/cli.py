@@ -280,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     _threads()
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `metarl configs | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except Exception as e:
         if os.environ.get(DEBUG_ENV, "") not in ("", "0") or not isinstance(e, user_errors()):
             raise

@@ -499,3 +499,19 @@ def test_sigkill_at_a_random_moment_then_resume(tmp_path, delay):
 @pytest.mark.parametrize("delay", SLOW_DELAYS)
 def test_sigkill_at_more_random_moments_then_resume(tmp_path, delay):
     kill_and_resume(tmp_path, delay)
+
+
+def test_a_closed_output_pipe_ends_quietly(monkeypatch):
+    """`metarl configs | head`: the reader closing the pipe is not an error (exit 0, no traceback)."""
+    import os
+
+    from metarl.cli import main
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone: every write raises BrokenPipeError
+    out = os.fdopen(write_end, "w", buffering=1)
+    monkeypatch.setattr("sys.stdout", out)
+    try:
+        assert main(["configs"]) == 0
+    finally:
+        out.close()

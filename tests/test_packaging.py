@@ -19,8 +19,6 @@ def wheel_names(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
         capture_output=True, text=True, cwd=out,
     )
-    if build.returncode != 0 and "No module named" in build.stderr:
-        pytest.skip(f"cannot build a wheel here: {build.stderr.strip().splitlines()[-1]}")
     assert build.returncode == 0, build.stderr
     (wheel,) = out.glob("metarl-*.whl")
     with zipfile.ZipFile(wheel) as z:

@@ -155,7 +155,7 @@ def test_adapt_to_gives_params_that_act_in_a_plain_gymnasium_loop(nav_run):
                 assert sampled.shape == (2,) and not np.array_equal(sampled, action)
                 obs, _, terminated, truncated, _ = env.step(action)
                 done, steps = terminated or truncated, steps + 1
-            assert 1 <= steps <= 100
+            assert terminated or steps == 100  # ended at the goal, or at the registered horizon
     finally:
         env.close()
     batch = np.zeros((5, 2), dtype=np.float32)

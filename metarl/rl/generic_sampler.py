@@ -25,7 +25,7 @@ import torch
 
 from metarl.envs.protocol import check_task_env
 from metarl.envs.vector import NonFiniteActionError
-from metarl.rl.sampler import SeedStreams, Task, VecSampler
+from metarl.rl.sampler import Task, VecSampler
 
 
 class GymTaskVec:
@@ -121,12 +121,7 @@ class GenericSampler(VecSampler):
         env_kwargs: Mapping[str, Any] | None = None,
         horizon: int | None = None,
     ) -> None:
-        if episodes_per_task < 1:
-            raise ValueError(f"GenericSampler: episodes_per_task must be >= 1, got {episodes_per_task}")
-        self.env_id = env_id
-        self.episodes_per_task = int(episodes_per_task)
-        self.num_workers = num_workers
-        self.env_kwargs = dict(env_kwargs or {})
+        self._setup("GenericSampler", env_id, episodes_per_task, num_workers, env_kwargs, seed)
         probe = gymnasium.make(env_id, **self.env_kwargs)
         try:
             check_task_env(probe)
@@ -136,12 +131,7 @@ class GenericSampler(VecSampler):
         if horizon is None and registered is None:
             raise ValueError(f"GenericSampler: {env_id} has no max_episode_steps; register it with one "
                              "(gymnasium.register(..., max_episode_steps=T)) or pass horizon")
-        self.horizon = int(registered if horizon is None else horizon)
-        if self.horizon < 1:
-            raise ValueError(f"GenericSampler: horizon must be >= 1, got {horizon}")
-        self._streams = SeedStreams(seed)
-        self._vec: GymTaskVec | None = None
-        self._task_env: Any = None
+        self._set_horizon("GenericSampler", registered, horizon)
 
     def _vec_for(self, n_tasks: int) -> GymTaskVec:
         nb = n_tasks * self.episodes_per_task

@@ -280,6 +280,24 @@ class VecSampler(TaskSource, SeededSampler):
     def _vec_for(self, n_tasks: int) -> Any:
         raise NotImplementedError
 
+    def _setup(self, who: str, env_id: str, episodes_per_task: int, num_workers: int | None,
+               env_kwargs: Mapping[str, Any] | None, seed: int) -> None:
+        """The settings and random streams every local sampler holds; ``who`` names it in errors."""
+        if episodes_per_task < 1:
+            raise ValueError(f"{who}: episodes_per_task must be >= 1, got {episodes_per_task}")
+        self.env_id = env_id
+        self.episodes_per_task = int(episodes_per_task)
+        self.num_workers = num_workers
+        self.env_kwargs = dict(env_kwargs or {})
+        self._streams = SeedStreams(seed)
+        self._vec = None
+        self._task_env = None
+
+    def _set_horizon(self, who: str, registered: int | None, horizon: int | None) -> None:
+        self.horizon = int(registered if horizon is None else horizon)
+        if self.horizon < 1:
+            raise ValueError(f"{who}: horizon must be >= 1, got {horizon}")
+
     def sample(
         self,
         policy: nn.Module,
@@ -349,19 +367,8 @@ class MultiTaskSampler(VecSampler):
         horizon: int | None = None,
     ) -> None:
         env_id = envs.builtin_id(env_id, "make_sampler")
-        if episodes_per_task < 1:
-            raise ValueError(f"make_sampler: episodes_per_task must be >= 1, got {episodes_per_task}")
-        self.env_id = env_id
-        self.episodes_per_task = int(episodes_per_task)
-        self.num_workers = num_workers
-        self.env_kwargs = dict(env_kwargs or {})
-        registered = gymnasium.spec(env_id).max_episode_steps
-        self.horizon = int(registered if horizon is None else horizon)
-        if self.horizon < 1:
-            raise ValueError(f"make_sampler: horizon must be >= 1, got {horizon}")
-        self._streams = SeedStreams(seed)
-        self._vec: VecTaskEnv | None = None
-        self._task_env: Any = None
+        self._setup("make_sampler", env_id, episodes_per_task, num_workers, env_kwargs, seed)
+        self._set_horizon("make_sampler", gymnasium.spec(env_id).max_episode_steps, horizon)
 
     def _vec_for(self, n_tasks: int) -> VecTaskEnv:
         nb = n_tasks * self.episodes_per_task

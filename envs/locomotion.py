@@ -17,13 +17,43 @@ input".
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
+import mujoco
 import numpy as np
 from gymnasium import utils
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from metarl.envs.tasks import DirectionTasks, GoalTasks, Task, TaskEnvMixin, TaskSpace, VelocityTasks
+
+
+@contextlib.contextmanager
+def _half_cheetah_model() -> Iterator[None]:
+    """Build Gymnasium's HalfCheetah without MuJoCo 4's notice about its ``settotalmass`` attribute.
+
+    Gymnasium's ``half_cheetah.xml`` sets ``settotalmass="14"``, which MuJoCo 4.0 still applies but
+    announces as deprecated on every model build (a ``WARNING:`` line per env, per worker, in
+    every user's console). That notice is dropped here; any other MuJoCo warning goes on to the
+    handler that was set, or to Python's ``warnings`` if none was.
+    """
+    previous = mujoco.get_mju_user_warning()
+
+    def forward(message: str) -> None:
+        if "settotalmass" in message:
+            return
+        if previous is not None:
+            previous(message)
+        else:
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+    mujoco.set_mju_user_warning(forward)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 class _LocomotionTaskMixin(TaskEnvMixin):
@@ -81,7 +111,8 @@ class HalfCheetahVelEnv(_LocomotionTaskMixin, HalfCheetahEnv):
         oracle: bool = False,
         **kwargs: Any,
     ) -> None:
-        HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
+        with _half_cheetah_model():
+            HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
         self._setup(VelocityTasks(*map(float, velocity_range)), task, kwargs, oracle)
         utils.EzPickle.__init__(
             self, task, velocity_range=velocity_range, ctrl_cost_weight=ctrl_cost_weight, oracle=oracle, **kwargs
@@ -105,7 +136,8 @@ class HalfCheetahDirEnv(_LocomotionTaskMixin, HalfCheetahEnv):
     def __init__(
         self, task: Task | None = None, *, ctrl_cost_weight: float = 0.05, oracle: bool = False, **kwargs: Any
     ) -> None:
-        HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
+        with _half_cheetah_model():
+            HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
         self._setup(DirectionTasks(), task, kwargs, oracle)
         utils.EzPickle.__init__(self, task, ctrl_cost_weight=ctrl_cost_weight, oracle=oracle, **kwargs)
 

@@ -4,7 +4,11 @@ Two backends with one interface, used by :class:`envs.vector.VecMujocoTasks`:
 
 - :class:`BatchPhysics` uses MuJoCo's own batched stepping (``mujoco.batch.Batch``, MuJoCo
   >= 4): C++ threads step all simulations in one call, bit-identical to a loop of
-  ``mj_step`` over one ``MjData`` per simulation.
+  ``mj_step`` over one ``MjData`` per simulation. MuJoCo 3.x has no ``mujoco.batch``
+  (:data:`HAS_BATCH` is false there) and every model runs on :class:`ProcessPhysics`:
+  ``mujoco.rollout``'s threads step HalfCheetah about twice as fast on 3.3, but a call starts
+  from a state without the solver's warm start, so one env step per call drifts from
+  Gymnasium's by ~1e-10 in ``qpos`` after 30 steps, and the sampler promises Gymnasium's numbers.
 - :class:`ProcessPhysics` runs worker processes, each looping ``mj_step`` and
   ``mj_rnePostConstraint`` over its share of ``MjData``, with the arrays in shared
   memory. It exists for models whose observation or reward reads ``cfrc_ext`` (the
@@ -35,13 +39,25 @@ from typing import Any
 import gymnasium
 import mujoco
 import numpy as np
-from mujoco import batch as mj_batch
+
+try:
+    from mujoco import batch as mj_batch
+except (ImportError, AttributeError):  # MuJoCo 3.x (Meta-World pins 3.3.0): every model on ProcessPhysics.
+    # AttributeError: a mujoco/batch.py left behind by 4.x under a 3.3 install (3.3's package extends its
+    # path over every mujoco/ folder) fails on 3.3's enums; the README says to uninstall 4.x first
+    mj_batch = None
+
+#: Whether this MuJoCo has ``mujoco.batch`` (>= 4.0), which :class:`BatchPhysics` needs.
+HAS_BATCH = mj_batch is not None
 
 
 class BatchPhysics:
     """``num_envs`` simulations of ``model`` stepped by ``mujoco.batch.Batch`` on ``nthread`` threads."""
 
     def __init__(self, model: mujoco.MjModel, num_envs: int, *, frame_skip: int, main_body: int, nthread: int):
+        if mj_batch is None:
+            raise RuntimeError(f"BatchPhysics needs mujoco.batch (MuJoCo >= 4.0); this is MuJoCo {mujoco.__version__}: "
+                               "use ProcessPhysics")
         self.num_envs = num_envs
         self.frame_skip = frame_skip
         self._batch = mj_batch.Batch(model, nsim=num_envs, nthread=nthread)
@@ -132,7 +148,8 @@ def serve() -> None:
 
         env = gymnasium.make(cfg["env_id"], **cfg["env_kwargs"]).unwrapped
         model, frame_skip = env.model, env.frame_skip
-        main = model.body(env._main_body).id
+        # the Ant's main body; HalfCheetah has none (Gymnasium reads its x from qpos): body 1, as BatchPhysics
+        main = model.body(env._main_body).id if hasattr(env, "_main_body") else 1
         arr = _map(cfg["path"], cfg["shapes"])
         lo, hi = cfg["lo"], cfg["hi"]
         datas = [mujoco.MjData(model) for _ in range(lo, hi)]

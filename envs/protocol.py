@@ -15,6 +15,10 @@ What ``env.unwrapped`` provides (:class:`TaskEnv`):
 - ``env.reset(seed=..., options={"task": task})`` sets the task; it persists across later
   ``reset()`` calls without one (so an autoreset keeps it) until another is given;
 - ``task``: the current task, readable back (a dict equal to the one given to ``reset``);
+- optional, ``sample_test_tasks(n, rng) -> list[dict]``: held-out tasks from a fixed test set
+  (Meta-World's); ``metarl evaluate`` draws from it where it exists, from ``sample_tasks`` otherwise;
+- optional, ``info["success"]`` in ``step``: episodes then carry a success flag (true at some step)
+  and training and evaluation report success rates;
 - optional, ``gymnasium.make(id, oracle=True)`` (``env.oracle: true`` in a config): observations
   end with the task's parameters, the oracle baseline of Finn et al. 2017 (arXiv 1703.03400,
   sec. 5.3).

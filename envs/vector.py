@@ -32,7 +32,7 @@ from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.utils import seeding
 from metarl.envs.locomotion import _LocomotionTaskMixin
 from metarl.envs.navigation import GOAL_RADIUS, MAX_STEP, Navigation2DEnv
-from metarl.envs.physics import BatchPhysics, ProcessPhysics
+from metarl.envs.physics import HAS_BATCH, BatchPhysics, ProcessPhysics
 from metarl.envs.tasks import Task
 
 
@@ -160,7 +160,7 @@ class VecMujocoTasks:
         self._ctrl_w = env._ctrl_cost_weight
         main_body = env.model.body(env._main_body).id if self._is_ant else 1
         needs_cfrc = self._is_ant and (self._structure.get("cfrc_ext", 0) > 0 or env._contact_cost_weight != 0)
-        if needs_cfrc:
+        if needs_cfrc or not HAS_BATCH:  # MuJoCo 3.x has no mujoco.batch (envs.physics)
             self._physics: BatchPhysics | ProcessPhysics = ProcessPhysics(
                 env_id, env_kwargs, self.num_envs, num_workers=workers
             )

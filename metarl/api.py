@@ -1,7 +1,9 @@
-"""``metarl.load``: a trained run as a few plain functions, for notebooks and scripts."""
+"""``metarl.load``: a trained run as a few plain functions; ``metarl.train``: a run from Python, with a task
+family of one's own passed as objects. For notebooks and scripts."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ import torch
 from torch import nn
 
 from metarl.checkpoint import load_checkpoint, load_weights
-from metarl.config import CommonConfig, config_from_dict
+from metarl.config import CommonConfig, _merge, config_from_dict, config_path, config_to_dict, read_config_data
 from metarl.families import family_of
 from metarl.maml import LearningRate, Params, detach_params, functional_forward
 
@@ -86,3 +88,61 @@ def load(path: str | Path) -> Run:
     if learner.get("lr_params") is not None:
         lr = {k.replace("-", "."): v.detach() for k, v in learner["lr_params"].items()}
     return Run(module, detach_params(dict(module.named_parameters())), cfg, lr, int(state["iteration"]))
+
+
+#: Config keys that :func:`train` also takes as the object itself (recorded as ``"module:qualname"``).
+OBJECT_KEYS = ("tasks", "model")
+
+
+def _config_data(config: CommonConfig | Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
+    """The keys of ``config``: a config object, a mapping, or a YAML file / shipped config name."""
+    if config is None:
+        return {}
+    if isinstance(config, CommonConfig):
+        return config_to_dict(config)
+    if isinstance(config, Mapping):
+        return dict(config)
+    return read_config_data(config_path(config))
+
+
+def train(
+    config: CommonConfig | Mapping[str, Any] | str | Path | None = None,
+    *,
+    logdir: str | Path | None = None,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    time_limit_s: float | None = None,
+    **keys: Any,
+) -> Path:
+    """Meta-train as ``metarl train`` does and return the run directory (``config.yaml``, TensorBoard
+    events, ``metrics.csv``, ``checkpoints/``), which ``metarl.load`` and ``metarl evaluate`` read.
+
+    ``config`` is a config object, a mapping of keys, or a YAML file / shipped config name; ``keys`` are
+    config keys on top of it (a section given as a mapping merges key by key). ``tasks`` and ``model``
+    may be the task distribution class (or factory) and the model factory themselves: config.yaml
+    records them as ``"module:qualname"``, so they must import again in a fresh process (a lambda, a
+    local or an object of a script run as ``python script.py`` is refused with a ValueError). Given
+    ``tasks``, the benchmark is ``custom`` unless set. Everything is checked (the tasks' ``sample``, the
+    batch shapes, the model's outputs) before the run directory is created. ``resume=RUN_DIR`` continues
+    a run, ``keys`` then override its saved config.
+
+    Example::
+
+        run_dir = metarl.train(tasks=Quadratics, model=make_mlp, loss="mse", num_iterations=500,
+                               inner={"lr": 0.01}, logdir="runs/quadratics")
+    """
+    from metarl.fewshot.custom import reference_of
+    from metarl.training import train as train_run
+
+    keys = {k: reference_of(v, k) if k in OBJECT_KEYS and not isinstance(v, str) else v for k, v in keys.items()}
+    if resume is not None:
+        if config is not None:
+            raise ValueError("metarl.train: resume continues a run with its saved config; pass keys to change "
+                             "some of it, not a config")
+        return train_run(resume=resume, overrides=list(keys.items()), quiet=quiet, time_limit_s=time_limit_s)
+    data = _merge(_config_data(config), keys)
+    if "tasks" in keys and "benchmark" not in data:
+        data["benchmark"] = "custom"
+    return train_run(config_from_dict(data), logdir=logdir, overwrite=overwrite, quiet=quiet,
+                     time_limit_s=time_limit_s)

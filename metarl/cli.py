@@ -15,7 +15,7 @@ from metarl.config import ConfigError
 
 
 def _threads() -> None:
-    """One torch thread unless the user says otherwise (METARL_THREADS): see README, 'Threads'."""
+    """One torch thread unless the user says otherwise (METARL_THREADS): see docs/guide.md, 'Threads'."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("METARL_THREADS", "1")))
@@ -33,7 +33,7 @@ def _baselines(items: list[str]) -> dict[str, str]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from metarl.config import load_config, parse_overrides
-    from metarl.train import train
+    from metarl.training import train
 
     overrides = list(args.set)
     if args.seed is not None:
@@ -66,15 +66,70 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarl.config import parse_overrides
     from metarl.evaluate import evaluate, format_table, plot
 
+    if args.metaworld_official:
+        return _metaworld_official(args)
+    figure_run = _figure_run(args)  # before evaluating: a run without a figure fails at once
     if args.task:
-        return _evaluate_tasks(args)
-    result = evaluate(
-        args.run, n_tasks=args.tasks, steps=args.steps, shots=args.shots, seed=args.seed,
-        baselines=_baselines(args.baseline), pretrain_iterations=args.pretrain_iterations,
-        overrides=parse_overrides(args.set),
-    )
-    print(format_table(result))
-    return _write_result(args, result, "eval.json", plot)
+        _evaluate_tasks(args)
+    else:
+        result = evaluate(
+            args.run, n_tasks=args.tasks, steps=args.steps, shots=args.shots, seed=args.seed,
+            baselines=_baselines(args.baseline), pretrain_iterations=args.pretrain_iterations,
+            overrides=parse_overrides(args.set),
+        )
+        print(format_table(result))
+        _write_result(args, result, "eval.json", plot)
+    if figure_run is not None:
+        _write_figure(args, figure_run)
+    return 0
+
+
+def _metaworld_official(args: argparse.Namespace) -> int:
+    """``metarl evaluate RUN --metaworld-official``: Meta-World's own metalearning_evaluation, unchanged
+    (its defaults; ``--steps`` sets its adaptation steps), written as JSON."""
+    import metarl
+    from metarl.evaluate import write_json
+    from metarl.rl.metaworld_agent import official_evaluation
+
+    run = metarl.load(args.run)
+    result = official_evaluation(run, **({} if args.steps is None else {"adaptation_steps": args.steps}))
+    print(f"Meta-World {result['benchmark']} (official evaluation, it {run.iteration}): success rate "
+          f"{result['success_rate']:.3f}, return {result['return']:.4g}")
+    out = args.out or (Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent) / "metaworld_eval.json"
+    write_json(result, out)
+    print(f"[metarl] wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _figure_run(args: argparse.Namespace) -> Any:
+    """With ``--figure``: the run (``--set`` applied), checked to have a figure and the path to be an image."""
+    if not args.figure:
+        return None
+    from metarl.config import parse_overrides
+    from metarl.figures import check_figure_path, figure_for, load_run
+
+    check_figure_path(args.figure)
+    run = load_run(args.run, parse_overrides(args.set))
+    figure_for(run.config)
+    return run
+
+
+def _write_figure(args: argparse.Namespace, run: Any) -> None:
+    """``--figure FILE``: the run's behaviour before and after adapting, on the ``--task`` tasks if given."""
+    from metarl.figures import write_figure
+
+    tasks = None
+    if args.task:
+        from metarl.rl.build import make_env
+        from metarl.rl.watch import parse_task
+
+        env = make_env(run.config)
+        try:
+            tasks = [parse_task(env, text) for text in args.task]
+        finally:
+            env.close()
+    write_figure(run, args.figure, tasks=tasks, steps=args.steps, seed=args.seed, shots=args.shots)
+    print(f"[metarl] wrote {args.figure}", file=sys.stderr)
 
 
 def _write_result(args: argparse.Namespace, result: dict[str, Any], default_name: str,
@@ -162,6 +217,7 @@ BENCHMARKS: dict[str, str] = {
     "envs": "metarl.benchmarks.envs",
     "maml": "metarl.benchmarks.maml",
     "fewshot": "metarl.benchmarks.fewshot",
+    "memory": "metarl.benchmarks.memory",
     "rl": "metarl.benchmarks.rl",
     "time-to-result": "metarl.benchmarks.time_to_result",
     "ray": "metarl.benchmarks.ray",
@@ -201,10 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=1, help="seed of the held-out tasks")
     e.add_argument("--out", help="JSON file (default RUN_DIR/eval.json)")
     e.add_argument("--plot", help="PNG file of the adaptation curves")
+    e.add_argument("--figure", metavar="FILE.png",
+                   help="the run's behaviour before and after adapting: sinusoid fits after 0, 1 and K steps; "
+                        "Navigation2D paths and HalfCheetahVel/AntVel velocity against the target after each step "
+                        "(on the --task tasks if given, else held-out ones drawn with --seed)")
     e.add_argument("--baseline", action="append", default=[], metavar="NAME=RUN_DIR",
                    help="a baseline run to evaluate the same way (e.g. pretrained=runs/...)")
     e.add_argument("--pretrain-iterations", type=int, default=10_000,
-                   help="sinusoid: train the pretrained baseline in-process for N iterations when "
+                   help="regression (sinusoid, custom with loss mse): train the pretrained baseline in-process "
+                        "for N iterations when "
                         "--baseline pretrained=... is not given (0: skip)")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="an evaluation-time config key, e.g. test_lr_decay=0.5 (the paper's test-time lr "
@@ -213,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RL: adapt on this task instead of held-out ones (e.g. goal=0.3,-0.2, velocity=1.7, "
                         "direction=-1; `metarl envs` lists the task spaces); repeat for several; writes "
                         "RUN_DIR/eval_tasks.json unless --out")
+    e.add_argument("--metaworld-official", action="store_true",
+                   help="Meta-World runs: metaworld.evaluation.metalearning_evaluation, unchanged, on Meta-World's "
+                        "held-out goals (its defaults; the success rate papers report); JSON to --out")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("record", help="RL: a video of the run adapting to a task (one episode before and after "
@@ -255,7 +319,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     unreachable Ray): ``metarl`` prints them as one line and exits with code 2. Classes of modules not
     yet imported are left out (nothing can have raised them), so a sinusoid run never imports Ray."""
     from metarl.fewshot.download import ChecksumError, DatasetError, DownloadError
-    from metarl.train import TrainingDiverged
+    from metarl.training import TrainingDiverged
 
     errors: list[type[BaseException]] = [ConfigError, CheckpointError, FileNotFoundError, DatasetError,
                                          DownloadError, ChecksumError, TrainingDiverged]

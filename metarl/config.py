@@ -6,7 +6,7 @@ out-of-range value with a :class:`ConfigError` naming the key, the value and wha
 allowed, before any work starts (the CLI turns it into exit code 2).
 
 The ``benchmark`` key picks the config class (and the learner): ``sinusoid``,
-``classification`` or ``rl``.
+``classification``, ``rl`` or ``custom`` (a supervised task family of the user's own).
 
 Configs ship in the package (``metarl/configs``, ``metarl train NAME``). A file may say
 ``base: NAME`` (a shipped config, or a path relative to it) and then holds only what departs from
@@ -16,6 +16,7 @@ that base: sections merge key by key.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -88,6 +89,10 @@ class InnerConfig:
     first_order: bool = _f(False, "drop second-order terms (FOMAML)")
     learn_lr: bool = _f(False, "learn a per-parameter inner lr with the outer optimiser (Meta-SGD)")
     test_steps: int = nonneg(10, "gradient steps at evaluation (metrics after 0..test_steps)")
+    checkpoint: bool = _f(False, "recompute each inner step in the meta-gradient's backward pass instead of storing "
+                          "its activations (gradient checkpointing, Chen et al. 2016 arXiv 1604.06174), and back-"
+                          "propagate each chunk of tasks (task_chunk) as soon as it is computed: the same numbers, "
+                          "less memory, more time (`metarl bench memory`; supervised families)")
 
 
 @dataclass
@@ -103,7 +108,7 @@ class EvalConfig:
 class CommonConfig:
     """Keys every benchmark shares (DESIGN.md)."""
 
-    benchmark: str = choice("sinusoid", "benchmark family", ["sinusoid", "classification", "rl"])
+    benchmark: str = choice("sinusoid", "benchmark family", ["sinusoid", "classification", "rl", "custom"])
     name: str = _f("run", "run name (log dir defaults to runs/<name>-<time>)", lambda v: bool(v), "non-empty")
     seed: int = nonneg(0, "seed of every random stream of the run")
     num_iterations: int = positive(1000, "meta-iterations (outer updates)")
@@ -141,6 +146,35 @@ class OptimConfig:
 
     lr: float = positive(1e-3, "Adam learning rate beta")
     grad_clip: float = nonneg(0.0, "clip the meta-gradient norm (0 disables)")
+    cosine: bool = _f(False, "anneal the Adam step size from lr to min_lr over num_iterations along a half cosine "
+                      "(MAML++'s CA, Antoniou et al. 2019 arXiv 1810.09502 sec. 4; false: constant lr)")
+    min_lr: float = nonneg(1e-5, "final step size of the cosine annealing (MAML++ code: 1e-5)")
+
+
+@dataclass
+class ReptileConfig:
+    """Reptile (Nichol et al. 2018, arXiv 1803.02999, Algorithm 2): k = ``inner.steps`` SGD steps at ``inner.lr``
+    on minibatches of each task's support and query points pooled, then theta += eps * mean(phi_i - theta)."""
+
+    outer_lr: float = positive(1.0, "outer step size eps at the first iteration (paper's few-shot runs: 1.0)")
+    outer_lr_final: float = nonneg(0.0, "eps at the end: annealed linearly from outer_lr (paper's few-shot runs: 0)")
+    inner_batch: int = nonneg(0, "points per inner minibatch, without replacement within a pass (0: a task's "
+                              "whole pool at every step)")
+
+
+@dataclass
+class MAMLPPConfig:
+    """MAML++ (Antoniou et al. 2019, arXiv 1810.09502 sec. 4), each switch usable alone; all off is MAML.
+    The outer step size's cosine annealing is ``optim.cosine``."""
+
+    msl_iterations: int = nonneg(0, "multi-step loss (MSL): for this many iterations the meta-loss is a weighted sum "
+                                 "of the query losses after every inner step, the weights annealed from uniform "
+                                 "towards the last step; then (and with 0) the last step's only, as MAML")
+    lslr: bool = _f(False, "learn an inner lr per parameter tensor and per step, starting at inner.lr (LSLR)")
+    da_iterations: int = nonneg(0, "derivative-order annealing (DA): first order for the first N iterations, then "
+                                "as inner.first_order (0: off)")
+    bn_per_step: bool = _f(False, "per-step batch-norm scales and shifts (BNWB), meta-learned, not adapted; "
+                           "normalisation uses each step's batch statistics (BNRS has nothing left to add)")
 
 
 @dataclass
@@ -150,8 +184,13 @@ class SinusoidConfig(CommonConfig):
     task: SinusoidTaskConfig = section(SinusoidTaskConfig, "task distribution")
     model: MLPConfig = section(MLPConfig, "network")
     optim: OptimConfig = section(OptimConfig, "outer optimiser")
-    algorithm: str = choice("maml", "maml, or pretrain (joint regression, the paper's baseline)",
-                            ["maml", "pretrain"])
+    algorithm: str = choice("maml", "maml, pretrain (joint regression, the paper's baseline), or reptile "
+                            "(Nichol et al. 2018, arXiv 1803.02999; the reptile section)",
+                            ["maml", "pretrain", "reptile"])
+    reptile: ReptileConfig = section(ReptileConfig, "Reptile's outer update and inner minibatches (algorithm: reptile)")
+    mamlpp: MAMLPPConfig = section(MAMLPPConfig, "MAML++ switches (all off: MAML)")
+    anil: bool = _f(False, "ANIL (Raghu et al. 2020, arXiv 1909.09157): the inner loop adapts only the head (the "
+                    "last linear layer); the body is meta-learned only")
 
 
 # ---------------------------------------------------------------------------- classification
@@ -189,6 +228,48 @@ class ClassificationConfig(CommonConfig):
     model: ConvConfig = section(ConvConfig, "network")
     optim: OptimConfig = section(OptimConfig, "outer optimiser")
     task_chunk: int = nonneg(0, "tasks per vmap call in the meta-update (0: all at once; 1: a loop)")
+    algorithm: str = choice("maml", "maml, or reptile (Nichol et al. 2018, arXiv 1803.02999; the reptile section)",
+                            ["maml", "reptile"])
+    reptile: ReptileConfig = section(ReptileConfig, "Reptile's outer update and inner minibatches (algorithm: reptile)")
+    mamlpp: MAMLPPConfig = section(MAMLPPConfig, "MAML++ switches (all off: MAML)")
+    anil: bool = _f(False, "ANIL (Raghu et al. 2020, arXiv 1909.09157): the inner loop adapts only the head (the "
+                    "last linear layer); the body is meta-learned only")
+
+
+# ---------------------------------------------------------------------------- your own task family
+def is_reference(value: str) -> bool:
+    """``"module:qualname"``: dotted identifiers on both sides of one colon."""
+    module, colon, qualname = value.partition(":")
+    return bool(colon) and all(p.isidentifier() for p in (*module.split("."), *qualname.split(".")))
+
+
+def reference(help: str) -> Any:
+    return _f("", help, is_reference, "'module:qualname' of an importable class or function")
+
+
+@dataclass
+class CustomConfig(CommonConfig):
+    """A supervised task family of your own (README, 'Your own task family'): the task distribution and the
+    model are named by importable reference, so a run directory rebuilds them in any process."""
+
+    tasks: str = reference("task distribution: a class or factory called with tasks_kwargs whose result has "
+                           "sample(n_tasks, generator) -> metarl.TaskBatch (metarl.TaskDistribution)")
+    tasks_kwargs: dict = _f(dict, "keyword arguments of tasks (plain YAML values)", factory=True)
+    heldout_kwargs: dict = _f(dict, "tasks_kwargs updated with these for validation and `metarl evaluate` (e.g. "
+                              "{split: test}); empty: the training distribution, other random streams", factory=True)
+    model: str = reference("model: an nn.Module class or a function called with model_kwargs returning one "
+                           "(outputs y's shape for mse, logits [Q, classes] for ce)")
+    model_kwargs: dict = _f(dict, "keyword arguments of model (plain YAML values)", factory=True)
+    loss: str = choice("mse", "mse: regression, float y [.., d]; ce: classification, integer labels y, logits out",
+                       ["mse", "ce"])
+    optim: OptimConfig = section(OptimConfig, "outer optimiser")
+    algorithm: str = choice("maml", "maml, pretrain (joint training on every task's points, no adaptation), or "
+                            "reptile (Nichol et al. 2018, arXiv 1803.02999; the reptile section)",
+                            ["maml", "pretrain", "reptile"])
+    reptile: ReptileConfig = section(ReptileConfig, "Reptile's outer update and inner minibatches (algorithm: reptile)")
+    mamlpp: MAMLPPConfig = section(MAMLPPConfig, "MAML++ switches (all off: MAML; bn_per_step needs built-in models)")
+    anil: bool = _f(False, "ANIL (Raghu et al. 2020, arXiv 1909.09157): the inner loop adapts only the head (the "
+                    "last linear layer); the body is meta-learned only")
 
 
 # ---------------------------------------------------------------------------- meta-RL
@@ -298,6 +379,7 @@ CONFIG_CLASSES: dict[str, type[CommonConfig]] = {
     "rl": RLConfig,
     "sinusoid": SinusoidConfig,
     "classification": ClassificationConfig,
+    "custom": CustomConfig,
 }
 
 
@@ -444,8 +526,11 @@ def config_path(name_or_path: str | Path) -> Path:
     shipped = CONFIG_DIR / f"{name}.yaml"
     if "/" not in name and "\\" not in name and shipped.is_file():
         return shipped
-    raise ConfigError(f"config {name!r} does not exist: neither a file nor a shipped config "
-                      f"({', '.join(shipped_configs())}; see `metarl configs`)")
+    names = shipped_configs()
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise ConfigError(f"config {name!r} does not exist: neither a file nor one of the {len(names)} shipped "
+                      f"configs; {hint}`metarl configs` lists them")
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def evaluate(
 
 
 #: How a run's row is named in tables and plots, by its config's ``algorithm``.
-LABELS = {"maml": "MAML", "promp": "ProMP", "pretrain": "pretrained"}
+LABELS = {"maml": "MAML", "promp": "ProMP", "pretrain": "pretrained", "reptile": "Reptile"}
 
 
 def _label(result: dict[str, Any]) -> str:
@@ -104,6 +104,8 @@ def format_table(result: dict[str, Any]) -> str:
     steps = [s["step"] for s in result["by_step"]]
     head = f"{result['metric']} on {result['n_tasks']} held-out tasks ({result['benchmark']}, it {result['iteration']})"
     lines = [head, "steps".ljust(12) + "".join(f"{k:>18d}" for k in steps)]
+    if "success" in result:  # Meta-World: the run's success rate by step
+        rows.append(("success", result["success"]))
     for name, by_step in rows:
         lines.append(name.ljust(12) + "".join(f"{s['mean']:>10.4g} ± {s['ci95']:<5.2g}" for s in by_step))
     return "\n".join(lines)

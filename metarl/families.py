@@ -25,7 +25,7 @@ class Family:
     """What a benchmark family provides (each a plain function of the run's config).
 
     Attributes:
-        build_learner: ``cfg -> learner`` for :func:`metarl.train.train` (``train_step``,
+        build_learner: ``cfg -> learner`` for :func:`metarl.training.train` (``train_step``,
             ``validate``, ``state_dict``/``load_state_dict``, ``best_key``/``best_mode``, ``close``).
         evaluate: ``(cfg, learner_state, *, n_tasks, steps, seed, shots, baselines,
             pretrain_iterations) -> {"metric", "by_step", "baselines", ...}`` for ``metarl evaluate``.
@@ -46,6 +46,7 @@ FAMILIES: dict[str, str] = {
     "sinusoid": "metarl.fewshot.build:SINUSOID",
     "classification": "metarl.fewshot.build:CLASSIFICATION",
     "rl": "metarl.rl.family:RL",
+    "custom": "metarl.fewshot.custom:CUSTOM",
 }
 
 

@@ -77,7 +77,14 @@ class MetricsCSV:
 
 
 class Progress:
-    """One console line: iteration, key metrics, iterations/s and ETA."""
+    """One console line: iteration, key metrics, iterations/s and ETA.
+
+    Kept by hand rather than tqdm (which evaluation, benchmarks and data preparation use,
+    :mod:`metarl.progress`): training runs for hours into log files, and when stderr is not a
+    terminal this writes one newline-ended line every 10 s, which ``tail -f`` and ``grep`` read
+    line by line; tqdm writes ``\r``-separated updates that pile up into one ever-longer line.
+    It also shows the namespaced metrics (``train.post``, ``val.mse_post``) in the loop's order.
+    """
 
     def __init__(self, total: int, start: int = 0, stream: TextIO | None = None, every_s: float = 0.5) -> None:
         self.total, self.start = total, start

@@ -1,8 +1,11 @@
 """Shared test settings."""
 
+import contextlib
 import functools
+import http.server
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +42,29 @@ def needs_shared(path: Path) -> Callable[[Callable[..., Any]], Callable[..., Any
         return run
 
     return decorate
+
+
+@contextlib.contextmanager
+def serving(folder: Path, fail_first: int = 0) -> Iterator[str]:
+    """Serve ``folder`` on loopback HTTP for the block (yields the URL, ending in ``/``); the first
+    ``fail_first`` requests are answered 503, as a flaky server would."""
+    failures = [fail_first]
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if failures[0] > 0:
+                failures[0] -= 1
+                self.send_error(503, "try again")
+                return
+            super().do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()

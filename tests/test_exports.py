@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 import metarl
 from metarl.checkpoint import CheckpointError
 from metarl.config import config_from_dict
-from metarl.train import train
+from metarl.training import train
 
 torch.set_num_threads(1)
 

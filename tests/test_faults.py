@@ -23,13 +23,14 @@ import pytest
 import torch
 import yaml
 
-import metarl.train
+import metarl.training
 from metarl.api import Run
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.config import ConfigError, config_from_dict, load_config, parse_overrides
 from metarl.maml import detach_params
-from metarl.train import RunLock, TrainingDiverged, train
+from metarl.training import RunLock, TrainingDiverged, train
+from tests import serving
 
 torch.set_num_threads(1)
 
@@ -211,7 +212,7 @@ def test_huge_inner_lr_stops_with_exit_2_and_no_nan_checkpoint(tmp_path, capsys)
 def _flaky(monkeypatch: pytest.MonkeyPatch, bad: set[int], extra: dict[str, float] | None = None) -> None:
     """Learners whose ``train_step`` raises FloatingPointError (as TRPO's does on a non-finite
     surrogate) at the iterations in ``bad``, and adds ``extra`` to the metrics of the others."""
-    real = metarl.train.build_learner
+    real = metarl.training.build_learner
 
     def build(cfg: Any) -> Any:
         learner = real(cfg)
@@ -226,7 +227,7 @@ def _flaky(monkeypatch: pytest.MonkeyPatch, bad: set[int], extra: dict[str, floa
         learner.train_step = train_step
         return learner
 
-    monkeypatch.setattr(metarl.train, "build_learner", build)
+    monkeypatch.setattr(metarl.training, "build_learner", build)
 
 
 def test_floating_point_error_is_a_rejected_step(tmp_path, monkeypatch, capsys):
@@ -324,13 +325,18 @@ def test_dataset_errors_are_one_line(tmp_path, capsys, monkeypatch):
 def test_download_and_checksum_errors_are_one_line(tmp_path, capsys, monkeypatch):
     cls = write(tmp_path, {"benchmark": "classification",
                            "dataset": {"root": str(tmp_path / "data"), "download": True}})
-    monkeypatch.setenv("METARL_OMNIGLOT_URL", (tmp_path / "nowhere").as_uri() + "/")
-    error_line(capsys, ["train", str(cls), "--logdir", str(tmp_path / "run")], "could not download")
+    monkeypatch.setattr("metarl.fewshot.download.RETRIES", 0)
     served = tmp_path / "served"
     served.mkdir()
-    (served / "images_background.zip").write_bytes(b"\x89PNG" + os.urandom(2000))
-    monkeypatch.setenv("METARL_OMNIGLOT_URL", served.as_uri() + "/")
-    error_line(capsys, ["train", str(cls), "--logdir", str(tmp_path / "run")], "got 2004 bytes, expected")
+    with serving(served) as url:
+        monkeypatch.setenv("METARL_OMNIGLOT_URL", url)
+        # only=False: pooch's "Downloading file ..." line comes first
+        error_line(capsys, ["train", str(cls), "--logdir", str(tmp_path / "run")], "could not download", "404",
+                   only=False)
+        (served / "images_background.zip").write_bytes(b"\x89PNG" + os.urandom(2000))
+        error_line(capsys, ["train", str(cls), "--logdir", str(tmp_path / "run")], "(2004 bytes) does not match the "
+                   "expected ad41ab679c8b5d90b271ef46be6987cc81211774a695c29dcc5367b2b26ee640 (9464212 bytes)",
+                   only=False)
     assert not (tmp_path / "run").exists()
     assert not list((tmp_path / "data").rglob("*.part"))
 

@@ -17,6 +17,7 @@ import torch
 from metarl.checkpoint import atomic_write_bytes, default_file_mode, save_checkpoint
 from metarl.cli import main
 from metarl.fewshot.download import download_file
+from tests import serving
 
 torch.set_num_threads(1)
 
@@ -44,9 +45,10 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask):
 
 
 def test_downloads_follow_the_umask(tmp_path, umask):
-    src = tmp_path / "src.zip"
-    src.write_bytes(b"payload")
-    dest = download_file(src.as_uri(), tmp_path / "data" / "x.zip", sha256=hashlib.sha256(b"payload").hexdigest())
+    (tmp_path / "src.zip").write_bytes(b"payload")
+    with serving(tmp_path) as url:
+        digest = hashlib.sha256(b"payload").hexdigest()
+        dest = download_file(url + "src.zip", tmp_path / "data" / "x.zip", sha256=digest)
     assert mode(dest) == 0o666 & ~umask
 
 

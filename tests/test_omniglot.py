@@ -26,7 +26,7 @@ from PIL import Image
 from metarl.fewshot import download as dl
 from metarl.fewshot import omniglot as og
 from metarl.fewshot.episodes import FewShotTasks, rotate_classes
-from tests import SHARED_DATA, needs_shared, require_shared
+from tests import SHARED_DATA, needs_shared, require_shared, serving
 
 torch.set_num_threads(1)
 
@@ -344,23 +344,42 @@ def test_download_checksum_mismatch_leaves_nothing(tmp_path: Path) -> None:
     assert list(folder.iterdir()) == []  # neither the zip nor a temporary file
 
 
-def test_download_file_url_and_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_env_override_checksum_and_missing_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     payload = os.urandom(5000)
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "x.zip").write_bytes(payload)
     table = {"x.zip": dl.RemoteFile("x.zip", hashlib.sha256(payload).hexdigest(), len(payload))}
-    monkeypatch.setenv(dl.OMNIGLOT_URL_ENV, (tmp_path / "src").as_uri())
-    [got] = dl.download_omniglot(tmp_path / "dst", ("x.zip",), files=table)
+    with serving(tmp_path / "src") as url:
+        monkeypatch.setenv(dl.OMNIGLOT_URL_ENV, url)
+        [got] = dl.download_omniglot(tmp_path / "dst", ("x.zip",), files=table)
+        assert got.read_bytes() == payload
+        # a wrong digest: a one-line error naming both digests, and the destination stays absent
+        bad = {"x.zip": dl.RemoteFile("x.zip", "0" * 64, len(payload))}
+        with pytest.raises(dl.ChecksumError) as e:
+            dl.download_file(url + "x.zip", tmp_path / "dst2" / "x.zip", sha256="0" * 64, size=5000, retries=0)
+        assert "0" * 64 in str(e.value) and table["x.zip"].sha256 in str(e.value) and "\n" not in str(e.value)
+        with pytest.raises(dl.ChecksumError):
+            dl.download_omniglot(tmp_path / "dst2", ("x.zip",), files=bad)
+        assert list((tmp_path / "dst2").iterdir()) == []
+        # a missing URL is a DownloadError, also without leftovers
+        with pytest.raises(dl.DownloadError, match="nothere.zip"):
+            dl.download_file(url + "nothere.zip", tmp_path / "dst3" / "n.zip", sha256="0" * 64, retries=0)
+        assert list((tmp_path / "dst3").iterdir()) == []
+    with pytest.raises(dl.DownloadError, match="only https://, http://"):  # pooch has no file://
+        dl.download_file((tmp_path / "src" / "x.zip").as_uri(), tmp_path / "dst4" / "x.zip", sha256="0" * 64)
+
+
+def test_download_retries_a_failing_server(tmp_path: Path) -> None:
+    payload = os.urandom(3000)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "x.zip").write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    with serving(tmp_path / "src", fail_first=1) as url:  # one 503, then the file
+        got = dl.download_file(url + "x.zip", tmp_path / "dst" / "x.zip", sha256=digest, retries=1)
     assert got.read_bytes() == payload
-    # a wrong digest: error, and the destination stays absent
-    bad = {"x.zip": dl.RemoteFile("x.zip", "0" * 64, len(payload))}
-    with pytest.raises(dl.ChecksumError):
-        dl.download_omniglot(tmp_path / "dst2", ("x.zip",), files=bad)
+    with serving(tmp_path / "src", fail_first=5) as url, pytest.raises(dl.DownloadError, match="503"):
+        dl.download_file(url + "x.zip", tmp_path / "dst2" / "x.zip", sha256=digest, retries=1)
     assert list((tmp_path / "dst2").iterdir()) == []
-    # a missing URL is a DownloadError, also without leftovers
-    with pytest.raises(dl.DownloadError, match="nothere.zip"):
-        dl.download_file((tmp_path / "src" / "nothere.zip").as_uri(), tmp_path / "dst3" / "n.zip", sha256="0" * 64)
-    assert list((tmp_path / "dst3").iterdir()) == []
 
 
 # ---------------------------------------------------------------------------- episodes

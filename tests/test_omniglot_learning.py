@@ -6,7 +6,7 @@ import torch
 
 from metarl.config import config_from_dict
 from metarl.evaluate import evaluate
-from metarl.train import train
+from metarl.training import train
 from tests import SHARED_DATA, needs_shared
 
 torch.set_num_threads(1)

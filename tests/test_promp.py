@@ -138,12 +138,12 @@ def test_adaptive_kl_coefficient_halves_and_doubles_around_the_target() -> None:
 
 
 def test_promp_trains_validates_evaluates_and_resumes_through_the_runner(tmp_path) -> None:
-    """``algorithm: promp`` through ``metarl.train``: its metrics are logged under ``promp/``, the
+    """``algorithm: promp`` through ``metarl.training.train``: its metrics are logged under ``promp/``, the
     Adam state and coefficient are checkpointed (resume is bit-exact) and evaluation adapts it."""
     from metarl.checkpoint import load_checkpoint
     from metarl.config import config_from_dict
     from metarl.evaluate import evaluate
-    from metarl.train import train
+    from metarl.training import train
 
     cfg = config_from_dict({
         "benchmark": "rl", "name": "promp-test", "seed": 2, "num_iterations": 4, "meta_batch_size": 3,

@@ -15,7 +15,7 @@ from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.config import config_from_dict
 from metarl.rl.learner import RLLearner
-from metarl.train import train
+from metarl.training import train
 
 torch.set_num_threads(1)
 

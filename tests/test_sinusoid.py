@@ -10,7 +10,7 @@ import metarl
 from metarl.config import config_from_dict
 from metarl.evaluate import evaluate
 from metarl.fewshot.sinusoid import SinusoidTasks
-from metarl.train import train
+from metarl.training import train
 
 torch.set_num_threads(1)
 

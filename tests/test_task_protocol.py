@@ -23,7 +23,7 @@ from metarl.rl.episodes import Episodes
 from metarl.rl.generic_sampler import GenericSampler
 from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, policy_distribution
 from metarl.rl.sampler import SeedStreams, make_sampler
-from metarl.train import train
+from metarl.training import train
 
 torch.set_num_threads(1)
 

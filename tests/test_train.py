@@ -15,7 +15,7 @@ import torch
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.config import config_from_dict
-from metarl.train import train
+from metarl.training import train
 
 torch.set_num_threads(1)
 

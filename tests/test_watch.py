@@ -18,7 +18,7 @@ import metarl.rl.build  # noqa: F401  (registers the environments)
 from metarl.cli import main
 from metarl.config import ConfigError, config_from_dict
 from metarl.rl import watch
-from metarl.train import train
+from metarl.training import train
 
 torch.set_num_threads(1)
 

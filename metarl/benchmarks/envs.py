@@ -32,6 +32,7 @@ from mujoco import batch as mj_batch
 
 from metarl.envs.vector import default_num_workers, make_vec
 from metarl.maml import detach_params, params_of
+from metarl.progress import progress
 from metarl.rl.policies import GaussianMLPPolicy, policy_distribution, sample_actions
 from metarl.rl.sampler import make_sampler
 
@@ -117,7 +118,7 @@ def sampler_rate(env_id: str, n_tasks: int, episodes: int, horizon: int | None, 
         policy = GaussianMLPPolicy(probe.observation_space.shape[0], probe.action_space.shape[0], (64, 64), "tanh")
         params = detach_params(params_of(policy))
         best = 0.0
-        for _ in range(repeats):
+        for _ in progress(range(repeats), desc=f"sampling {env_id}", unit="batch", leave=False):
             t0 = time.perf_counter()
             episodes_out = sampler.sample(policy, params, tasks)
             elapsed = time.perf_counter() - t0

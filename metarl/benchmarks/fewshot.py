@@ -43,6 +43,7 @@ from metarl.fewshot.models import Conv4, cross_entropy_loss
 from metarl.fewshot.omniglot import omniglot_tasks
 from metarl.fewshot.tasks import TaskBatch
 from metarl.maml import adapt, adapt_batched, params_of
+from metarl.progress import progress
 
 
 def _peak_reset() -> bool:
@@ -172,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        losses = [step(b) for b in batches[args.warmup:]]  # float() syncs each step
+        timed = progress(batches[args.warmup:], desc=f"bench {variant}", leave=False)
+        losses = [step(b) for b in timed]  # float() syncs each step
         dt = (time.perf_counter() - t0) / args.iterations
         mem = f"peak RSS {_peak_rss_mb():.0f} MB" + ("" if exact_peak else " (process-wide)")
         if device.type == "cuda":

@@ -17,6 +17,7 @@ from metarl.fewshot.build import sinusoid_module
 from metarl.fewshot.learner import make_loss
 from metarl.fewshot.sinusoid import SinusoidTasks
 from metarl.maml import adapt_batched, functional_forward, params_of
+from metarl.progress import progress
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
 
     times: dict[str, list[float]] = {"batched (vmap)": [], "plain loop": []}
-    for _ in range(args.rounds):
+    for _ in progress(range(args.rounds), desc="bench maml", unit="round", leave=False):
         for name, fn in (("batched (vmap)", batched_grads), ("plain loop", loop_grads)):
             for _ in range(10):
                 step(fn)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from metarl.maml import detach_params, params_of
+from metarl.progress import progress
 from metarl.rl.episodes import Episodes
 from metarl.rl.policies import GaussianMLPPolicy
 from metarl.rl.sampler import make_sampler
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             same = _identical(local.sample(policy, params, tasks), remote.sample(policy, params, tasks))
             times: dict[str, list[float]] = {"local": [], "ray": []}
-            for _ in range(args.calls):
+            for _ in progress(range(args.calls), desc=f"bench {name}", unit="call", leave=False):
                 for key, sampler in (("local", local), ("ray", remote)):
                     t0 = time.perf_counter()
                     sampler.sample(policy, params, tasks)

@@ -16,6 +16,7 @@ import statistics
 import torch
 
 from metarl.config import config_from_dict, parse_overrides
+from metarl.progress import progress
 from metarl.rl.learner import RLLearner
 
 WORKLOADS = {
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         learner = RLLearner(cfg)
         learner.sampler.horizon = horizon  # the reference workload's horizon
         try:
-            rows = [learner.train_step(i, True) for i in range(args.iterations + 1)][1:]
+            its = progress(range(args.iterations + 1), desc=f"bench {name}", leave=False)
+            rows = [learner.train_step(i, True) for i in its][1:]
         finally:
             learner.close()
         s = statistics.median(r["time/sample_s"] for r in rows)

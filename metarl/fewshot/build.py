@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -12,12 +12,14 @@ from torch import nn
 
 from metarl.config import ClassificationConfig, ConfigError, SinusoidConfig
 from metarl.evaluate import summarize
-from metarl.families import Family, as_float_tensor
-from metarl.fewshot.learner import SupervisedMAML, adaptation_curve, make_loss
+from metarl.families import Family, as_float_tensor, family_of
+from metarl.fewshot.learner import SupervisedMAML, adaptation_curve, inner_lr, inner_plan, make_loss
+from metarl.fewshot.reptile import build_reptile
 from metarl.fewshot.sinusoid import SinusoidTasks
 from metarl.fewshot.tasks import TaskBatch
-from metarl.maml import Params, adapt
+from metarl.maml import LearningRate, Params, StepRates, adapt
 from metarl.nets import mlp
+from metarl.progress import progress
 from metarl.seeding import eval_seed, validation_seed
 
 #: Offset that gives the baselines' random streams their own seed (validation tasks are drawn from
@@ -28,6 +30,9 @@ BASELINE_SEED_OFFSET = 20_011
 #: The sinusoid ``algorithm`` choices and whether each adapts (``pretrain``: the paper's joint
 #: regression baseline).
 ADAPTS: dict[str, bool] = {"maml": True, "pretrain": False}
+#: The supervised ``algorithm`` choices with a learner of their own (the others are SupervisedMAML):
+#: name -> ``(cfg, module, tasks, val_batch, loss) -> learner``.
+OWN_LEARNERS: dict[str, Callable[..., Any]] = {"reptile": build_reptile}
 
 
 def seeded_module(factory: Any, seed: int) -> nn.Module:
@@ -48,15 +53,37 @@ def sinusoid_tasks(cfg: SinusoidConfig) -> SinusoidTasks:
     return SinusoidTasks(tuple(t.amplitude), tuple(t.phase), tuple(t.x_range), t.shots, t.query)
 
 
+def variant_kwargs(cfg: SinusoidConfig | ClassificationConfig) -> dict[str, Any]:
+    """The learner's MAML++ and ANIL arguments from ``cfg.mamlpp``, ``cfg.anil`` and ``cfg.optim`` (all off: MAML)."""
+    m = cfg.mamlpp
+    return {"anil": cfg.anil, "lslr": m.lslr, "msl_iterations": m.msl_iterations, "da_iterations": m.da_iterations,
+            "cosine_iterations": cfg.num_iterations if cfg.optim.cosine else 0, "min_lr": cfg.optim.min_lr}
+
+
+def run_inner(cfg: Any, learned: Any) -> tuple[LearningRate | StepRates, bool]:
+    """A run's (inner lr, anil) from its config and its learned rates (``lr_params``; None or a float: none
+    learned, that float or ``inner.lr``); a config without the MAML++ / ANIL keys adapts as MAML. What
+    evaluation and ``run.adapt`` use, as training does."""
+    mamlpp = getattr(cfg, "mamlpp", None)
+    default = learned if isinstance(learned, float) else cfg.inner.lr
+    learned = None if isinstance(learned, float) else learned
+    return inner_lr(default, learned, bool(mamlpp and mamlpp.lslr)), bool(getattr(cfg, "anil", False))
+
+
 def build_sinusoid(cfg: SinusoidConfig) -> SupervisedMAML:
+    if cfg.mamlpp.bn_per_step:
+        raise ConfigError("mamlpp.bn_per_step: the sinusoid MLP has no batch norm; set it false")
     tasks = sinusoid_tasks(cfg)
     val = tasks.sample(cfg.eval.tasks, torch.Generator().manual_seed(validation_seed(cfg.seed)))
     module = seeded_module(lambda: sinusoid_module(cfg), cfg.seed)
+    if cfg.algorithm in OWN_LEARNERS:
+        return OWN_LEARNERS[cfg.algorithm](cfg, module, tasks, val, "mse")
     return SupervisedMAML(
         module, tasks, val, loss="mse", meta_batch_size=cfg.meta_batch_size,
         inner_lr=cfg.inner.lr, inner_steps=cfg.inner.steps, first_order=cfg.inner.first_order,
         learn_lr=cfg.inner.learn_lr, outer_lr=cfg.optim.lr, grad_clip=cfg.optim.grad_clip,
-        seed=cfg.seed, device=cfg.device, adapts=ADAPTS[cfg.algorithm],
+        seed=cfg.seed, device=cfg.device, adapts=ADAPTS[cfg.algorithm], checkpoint=cfg.inner.checkpoint,
+        **variant_kwargs(cfg),
     )
 
 
@@ -72,11 +99,14 @@ def build_classification(cfg: ClassificationConfig) -> SupervisedMAML:
     factory, train, val, _ = classification_parts(cfg)
     val_batch = val.sample(cfg.eval.tasks, torch.Generator().manual_seed(validation_seed(cfg.seed)))
     module = seeded_module(factory, cfg.seed)
+    if cfg.algorithm in OWN_LEARNERS:
+        return OWN_LEARNERS[cfg.algorithm](cfg, module, train, val_batch, "ce")
     return SupervisedMAML(
         module, train, val_batch, loss="ce", meta_batch_size=cfg.meta_batch_size,
         inner_lr=cfg.inner.lr, inner_steps=cfg.inner.steps, first_order=cfg.inner.first_order,
         learn_lr=cfg.inner.learn_lr, outer_lr=cfg.optim.lr, grad_clip=cfg.optim.grad_clip,
-        seed=cfg.seed, device=cfg.device, task_chunk=cfg.task_chunk,
+        seed=cfg.seed, device=cfg.device, task_chunk=cfg.task_chunk, checkpoint=cfg.inner.checkpoint,
+        **variant_kwargs(cfg),
     )
 
 
@@ -95,11 +125,12 @@ def classification_test_batch(cfg: ClassificationConfig, n_tasks: int, seed: int
     return test.sample(n_tasks, torch.Generator().manual_seed(eval_seed(seed)))
 
 
-def train_pretrained_baseline(cfg: SinusoidConfig, iterations: int) -> nn.Module:
-    """The paper's pretrained baseline: one network regressed on all tasks jointly (Adam)."""
-    base = SinusoidConfig(**{**cfg.__dict__, "algorithm": "pretrain", "seed": cfg.seed + BASELINE_SEED_OFFSET})
-    learner = build_sinusoid(base)
-    for it in range(iterations):
+def train_pretrained_baseline(cfg: Any, iterations: int) -> nn.Module:
+    """The paper's pretrained baseline: one network regressed on all tasks jointly (Adam); ``cfg`` is a
+    config with ``algorithm: pretrain`` among its choices (sinusoid, custom)."""
+    base = replace(cfg, algorithm="pretrain", seed=cfg.seed + BASELINE_SEED_OFFSET)
+    learner = family_of(base).build_learner(base)
+    for it in progress(range(iterations), desc="pretrained baseline (training)"):
         learner.train_step(it, log=False)
     return learner.module
 
@@ -133,26 +164,27 @@ class SupervisedEvaluation:
         factory = self.factory(cfg)
         batch = self.test_batch(cfg, n_tasks, seed, shots)
 
-        def curve_of(module: nn.Module, lr: Any) -> list[dict[str, float]]:
-            c = adaptation_curve(module, dict(module.named_parameters()), batch, loss=self.loss, lr=lr, steps=steps)
+        lr, anil = run_inner(cfg, learner_state.get("lr_params"))
+
+        def curve_of(module: nn.Module, lr: Any, name: str) -> list[dict[str, float]]:
+            c = adaptation_curve(module, dict(module.named_parameters()), batch, loss=self.loss, lr=lr, steps=steps,
+                                 anil=anil, desc=f"evaluate {name}")
             return summarize(c)
 
         model = factory()
         model.load_state_dict(learner_state["model"])
-        lr: Any = cfg.inner.lr
-        if learner_state.get("lr_params") is not None:
-            lr = {k.replace("-", "."): v for k, v in learner_state["lr_params"].items()}
         out_baselines: dict[str, Any] = {}
         random_model = seeded_module(factory, seed + BASELINE_SEED_OFFSET)
-        out_baselines["random"] = {"by_step": curve_of(random_model, cfg.inner.lr)}
+        out_baselines["random"] = {"by_step": curve_of(random_model, cfg.inner.lr, "random")}
         for name, state in baselines.items():
             m = factory()
             m.load_state_dict(state["learner"]["model"])
-            out_baselines[name] = {"by_step": curve_of(m, cfg.inner.lr)}
+            out_baselines[name] = {"by_step": curve_of(m, cfg.inner.lr, name)}
         if self.pretrained is not None and "pretrained" not in baselines and pretrain_iterations > 0:
             m = self.pretrained(cfg, pretrain_iterations)
-            out_baselines["pretrained"] = {"by_step": curve_of(m, cfg.inner.lr), "iterations": pretrain_iterations}
-        return {"metric": self.metric, "by_step": curve_of(model, lr), "baselines": out_baselines,
+            out_baselines["pretrained"] = {"by_step": curve_of(m, cfg.inner.lr, "pretrained"),
+                                         "iterations": pretrain_iterations}
+        return {"metric": self.metric, "by_step": curve_of(model, lr, "run"), "baselines": out_baselines,
                 "shots": shots if shots is not None else self.shots(cfg)}
 
 
@@ -227,17 +259,22 @@ def classification_data(run: Any, x: Any, y: Any) -> tuple[torch.Tensor, torch.T
     return x.to(device=device, dtype=torch.float32), y.to(device=device, dtype=torch.int64)
 
 
-def _adapt(loss: str) -> Callable[..., Params]:
+def supervised_adapt(loss: str, check: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+                     ) -> Callable[..., Params]:
     """``run.adapt(x_support, y_support, steps=k)``: the run's test-time inner loop (first order, no
-    meta-gradient is taken through it), its inputs checked and converted first."""
-    check = regression_data if loss == "mse" else classification_data
+    meta-gradient is taken through it), its inputs checked and converted first (by ``check(run, x, y)``,
+    by default :func:`regression_data` / :func:`classification_data`)."""
+    check = check or (regression_data if loss == "mse" else classification_data)
 
     def run_adapt(run: Any, *data: Any, steps: int) -> Params:
         if len(data) != 2:
             raise TypeError(f"run.adapt: a supervised run adapts on (x_support, y_support), got {len(data)} "
                             "positional argument(s)")
         x, y = check(run, *data)
-        return adapt(make_loss(run.module, loss), run.params, (x, y), lr=run.lr, steps=steps, first_order=True)
+        lr, anil = run_inner(run.config, run.lr)
+        plan = inner_plan(run.module, anil)
+        return adapt(make_loss(run.module, loss), run.params, (x, y), lr=lr, steps=steps, first_order=True,
+                     adapted=plan.adapted, at_step=plan.at_step)
 
     return run_adapt
 
@@ -248,7 +285,7 @@ SINUSOID = Family(
                                   lambda cfg: cfg.task.shots, train_pretrained_baseline),
     module=sinusoid_module,
     transform=as_float_tensor,
-    adapt=_adapt("mse"),
+    adapt=supervised_adapt("mse"),
 )
 
 
@@ -268,5 +305,5 @@ CLASSIFICATION = Family(
                                   lambda cfg: classification_parts(cfg)[0], lambda cfg: cfg.dataset.shots),
     module=_classification_module,
     transform=_transform_images,
-    adapt=_adapt("ce"),
+    adapt=supervised_adapt("ce"),
 )

@@ -105,7 +105,8 @@ def classification_parts(cfg: ClassificationConfig) -> tuple[Callable[[], nn.Mod
 
     def factory() -> nn.Module:
         return build_classifier(cfg.model.kind, x_shape(cfg), cfg.dataset.ways, filters=cfg.model.filters,
-                                downsample=cfg.model.downsample)
+                                downsample=cfg.model.downsample,
+                                bn_steps=cfg.inner.steps if cfg.mamlpp.bn_per_step else 0)
 
     train = _tasks(cfg, "trainval")
     val = _FixedEpisodes(_tasks(cfg, "val"))

@@ -1,4 +1,4 @@
-"""Where the data lives, and fetching the official Omniglot files safely.
+"""Where the data lives, and fetching the official Omniglot files safely (through :mod:`pooch`).
 
 Root resolution (one rule for every dataset): an explicit ``root`` (config
 ``dataset.root``), else the ``$METARL_DATA`` environment variable, else
@@ -7,27 +7,24 @@ Root resolution (one rule for every dataset): an explicit ``root`` (config
 a ``cache_dir`` (config ``dataset.cache_dir``) or ``$METARL_CACHE`` says otherwise, which
 is needed when the data root is read-only.
 
-Downloads use :mod:`urllib`, so ``file://`` URLs work as well as ``https://`` (the tests
-serve files from a temporary folder or a loopback ``http.server``; nothing here needs
-the internet to be tested). The URL base can be overridden with the ``base_url``
-argument or the ``$METARL_OMNIGLOT_URL`` environment variable (e.g. a mirror).
-
-A download is streamed into a temporary file in the destination folder while its
-SHA-256 is computed; only a file whose size and digest match is renamed into place
-(``os.replace``, atomic on one filesystem). On any mismatch or error the temporary file
-is deleted and an error is raised, so a failed or interrupted download never leaves a
-half-written file under the expected name.
+Downloads are pooch's: streamed into a temporary file in the destination folder, retried
+(:data:`RETRIES`), checked against the SHA-256 of :data:`OMNIGLOT_FILES`, and only then moved
+into place (a rename on one filesystem, atomic); a failed or interrupted download leaves nothing
+under the expected name. What is left here is the contract around it: the checksum table,
+``http(s)`` URLs only (pooch has no ``file://``; local zips go straight into the folder),
+a mirror through ``base_url`` or ``$METARL_OMNIGLOT_URL``, the user's umask on the placed file,
+and one-line errors that name both digests.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import tempfile
-import urllib.error
-import urllib.request
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from metarl.checkpoint import default_file_mode
 
@@ -38,7 +35,7 @@ CACHE_ENV = "METARL_CACHE"
 """Environment variable naming a folder for decoded-array caches (else under the data root)."""
 
 OMNIGLOT_URL_ENV = "METARL_OMNIGLOT_URL"
-"""Environment variable overriding :data:`OMNIGLOT_URL_BASE` (a mirror, or ``file://`` in tests)."""
+"""Environment variable overriding :data:`OMNIGLOT_URL_BASE` (a mirror; a loopback server in tests)."""
 
 OMNIGLOT_URL_BASE = "https://github.com/brendenlake/omniglot/raw/master/python/"
 """Brenden Lake's official Omniglot repository (Lake et al. 2015, Science 350:1332)."""
@@ -46,11 +43,8 @@ OMNIGLOT_URL_BASE = "https://github.com/brendenlake/omniglot/raw/master/python/"
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """A file published at ``<base_url><name>`` with its expected size and SHA-256.
-
-    ``sha256``/``size`` may be ``None`` when no trustworthy value is known; the download is
-    then refused unless the caller passes ``verify=False`` explicitly.
-    """
+    """A file published at ``<base_url><name>`` with its expected size and SHA-256 (``None`` when no
+    trustworthy value is known: the download is then refused unless ``verify=False`` is passed)."""
 
     name: str
     sha256: str | None
@@ -66,31 +60,14 @@ class RemoteFile:
 #   this machine. They are the values TensorFlow Datasets publishes for the official URLs
 #   (the same list whose small-zip entries match the verified files above). If the
 #   upstream files ever change, the download fails loudly with both digests in the message.
-OMNIGLOT_FILES: dict[str, RemoteFile] = {
-    f.name: f
-    for f in (
-        RemoteFile(
-            "images_background.zip",
-            "ad41ab679c8b5d90b271ef46be6987cc81211774a695c29dcc5367b2b26ee640",
-            9464212,
-        ),
-        RemoteFile(
-            "images_evaluation.zip",
-            "1f61a8f3366785b057fc117d9228e78a16e3d976c8953b2a10fcc74cf0609cee",
-            6462886,
-        ),
-        RemoteFile(
-            "images_background_small1.zip",
-            "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4",
-            1319022,
-        ),
-        RemoteFile(
-            "images_background_small2.zip",
-            "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f",
-            1580917,
-        ),
-    )
-}
+OMNIGLOT_FILES: dict[str, RemoteFile] = {f.name: f for f in (
+    RemoteFile("images_background.zip", "ad41ab679c8b5d90b271ef46be6987cc81211774a695c29dcc5367b2b26ee640", 9464212),
+    RemoteFile("images_evaluation.zip", "1f61a8f3366785b057fc117d9228e78a16e3d976c8953b2a10fcc74cf0609cee", 6462886),
+    RemoteFile("images_background_small1.zip", "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4",
+               1319022),
+    RemoteFile("images_background_small2.zip", "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f",
+               1580917),
+)}
 
 
 MAX_MESSAGE_CHARS = 400
@@ -186,6 +163,33 @@ def sha256_of(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+RETRIES = 2
+"""Download attempts after the first (pooch waits 1 s, then 2 s): flaky networks and truncated transfers."""
+
+URL_SCHEMES = ("https://", "http://")
+"""What is downloaded from (pooch's HTTP downloader)."""
+
+
+class _Fetch:
+    """pooch's HTTP downloader with a fresh progress bar per attempt, remembering the size and SHA-256
+    of the last attempt so that a checksum error can name both digests."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.got: tuple[int, str] | None = None
+
+    def __call__(self, url: str, output_file: str, pup: Any) -> None:
+        import pooch
+
+        from metarl.progress import progress
+
+        self.got = None
+        # total=1 until pooch sets the Content-Length: pooch tests the bar's truth, which a total of None lacks
+        with progress(total=1, desc=url.rsplit("/", 1)[-1], unit="B", unit_scale=True) as bar:
+            pooch.HTTPDownloader(progressbar=bar, timeout=self.timeout)(url, output_file, pup)
+        self.got = (os.path.getsize(output_file), sha256_of(output_file))
+
+
 def download_file(
     url: str,
     dest: str | os.PathLike[str],
@@ -194,59 +198,54 @@ def download_file(
     size: int | None = None,
     verify: bool = True,
     timeout: float = 60.0,
-    chunk_size: int = 1 << 20,
+    retries: int | None = None,
 ) -> Path:
-    """Fetch ``url`` to ``dest`` atomically, checking its size and SHA-256.
+    """Fetch ``url`` to ``dest`` atomically through pooch, checking its SHA-256, with retries.
 
-    The bytes go to a temporary file next to ``dest`` (same filesystem, so the final
-    ``os.replace`` is atomic). On a size or digest mismatch, or any error while reading
-    or writing, the temporary file is removed and :class:`ChecksumError` or
-    :class:`DownloadError` is raised; ``dest`` is then untouched (absent if it was).
+    On a digest mismatch (after the retries) :class:`ChecksumError`, on any other failure
+    :class:`DownloadError`; ``dest`` is then untouched (absent if it was) and no temporary file
+    remains. A ``dest`` already holding the expected bytes is kept without downloading.
 
     Args:
-        url: any URL :func:`urllib.request.urlopen` accepts (``https://``, ``file://``).
+        url: an ``https://`` or ``http://`` URL.
         dest: final path of the file; its parent folder is created.
         sha256: expected hex digest; ``None`` is only allowed with ``verify=False``.
-        size: expected size in bytes, checked too when given.
+        size: expected size in bytes, quoted in the error on a mismatch.
         verify: set ``False`` to accept a file without a known digest (not recommended).
         timeout: socket timeout in seconds.
-
-    Returns:
-        ``dest`` as a :class:`~pathlib.Path`.
+        retries: attempts after the first (default :data:`RETRIES`).
     """
+    import pooch
+    import requests
+
     dest = Path(dest)
     if verify and sha256 is None:
         raise ChecksumError(f"no known SHA-256 for {url}; refusing to download it unverified "
                             "(pass verify=False to accept it anyway)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
+    if not url.startswith(URL_SCHEMES):
+        raise DownloadError(f"cannot download {url}: only {', '.join(URL_SCHEMES)} URLs are fetched; "
+                            f"copy a local file to {dest} instead")
+    for handler in pooch.get_logger().handlers:  # its "Downloading ..." and retry lines go to today's stderr, not
+        if isinstance(handler, logging.StreamHandler):  # the one at import (maybe closed since: not setStream)
+            handler.stream = sys.stderr
+    known = f"sha256:{sha256}" if verify else None
+    pup = pooch.create(path=dest.parent, base_url="", registry={dest.name: known}, urls={dest.name: url},
+                       retry_if_failed=RETRIES if retries is None else retries)
+    fetch = _Fetch(timeout)
     try:
-        os.fchmod(fd, default_file_mode())  # the user's umask, not mkstemp's 0600
-        h = hashlib.sha256()
-        n = 0
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                while block := resp.read(chunk_size):
-                    out.write(block)
-                    h.update(block)
-                    n += len(block)
-                out.flush()
-                os.fsync(out.fileno())
-        except (urllib.error.URLError, OSError) as e:
+        pup.fetch(dest.name, downloader=fetch)
+    except ValueError as e:
+        if fetch.got is None or fetch.got[1] == sha256:
             raise DownloadError(f"could not download {url} to {dest}: {e}") from e
-        digest = h.hexdigest()
-        if verify:
-            if size is not None and n != size:
-                raise ChecksumError(f"{url}: got {n} bytes, expected {size}; "
-                                    f"the file was discarded and {dest} not written")
-            if digest != sha256:
-                raise ChecksumError(f"{url}: SHA-256 {digest} does not match the expected {sha256}; "
-                                    f"the file was discarded and {dest} not written")
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        n, digest = fetch.got
+        expected = f"{sha256} ({size} bytes)" if size is not None else sha256
+        raise ChecksumError(
+            f"{url}: SHA-256 {digest} ({n} bytes) does not match the expected {expected}; nothing was kept. "
+            f"Retry, use a mirror (${OMNIGLOT_URL_ENV}), or if the file changed upstream update OMNIGLOT_FILES in "
+            "metarl/fewshot/download.py") from e
+    except (requests.RequestException, OSError) as e:
+        raise DownloadError(f"could not download {url} to {dest}: {e}") from e
+    os.chmod(dest, default_file_mode())  # the user's umask, not the 0600 of pooch's temporary file
     return dest
 
 

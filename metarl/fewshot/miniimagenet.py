@@ -43,6 +43,7 @@ from metarl.fewshot.download import (
     resolve_root,
 )
 from metarl.fewshot.episodes import FewShotTasks
+from metarl.progress import progress
 
 SPLITS = ("train", "val", "test")
 _CACHE_VERSION = 1
@@ -125,9 +126,11 @@ def _decode_to_cache(by_label: dict[str, list[str]], image_dir: Path, npy: Path,
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                         shape=(len(classes), per_class, 3, size, size))
-        for c, label in enumerate(classes):
-            for i, name in enumerate(by_label[label]):
-                out[c, i] = decode_image(image_dir / name, size)
+        with progress(total=len(classes) * per_class, desc=f"decoding MiniImagenet {npy.stem}", unit="img") as bar:
+            for c, label in enumerate(classes):
+                for i, name in enumerate(by_label[label]):
+                    out[c, i] = decode_image(image_dir / name, size)
+                bar.update(len(by_label[label]))
         out.flush()
         del out
         os.replace(tmp, npy)

@@ -22,6 +22,14 @@ the per-task loop is right; cf. pytorch/functorch#534 on batch norm's batching r
 Normalising with the fused op without affine parameters and applying the scale and shift
 as separate elementwise ops is exact under ``vmap``, per-task ``adapt`` and second order;
 ``tests/test_fewshot_models.py`` checks it.
+
+MAML++ (Antoniou et al. 2019, arXiv 1810.09502 sec. 4, "BNWB"/"BNRS"): with ``bn_steps=S``
+each batch norm holds a table of scales and shifts ``[S+1, C]``, row k for the params after
+k inner steps, which :func:`step_view` selects inside :func:`metarl.maml.adapt_path`; they are
+meta-learned and not adapted (the MAML++ code's default). Its per-step running statistics
+have no counterpart here: normalisation always uses the batch's own statistics, which are
+those of the current step already; MAML++'s code also normalises with ``training=True``
+throughout, so its running statistics never reach an output either.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metarl.maml import LossFn, functional_forward
+from metarl.maml import LossFn, Params, StepView, functional_forward
 
 
 class BatchNorm(nn.Module):
@@ -42,18 +50,40 @@ class BatchNorm(nn.Module):
     every dim but dim 1 of this batch (``[B, C]`` or ``[B, C, H, W]``), at training and at
     test time. No buffers. Same parameter names and maths as ``nn.BatchNorm{1,2}d(n,
     track_running_stats=False)``; see the module docstring for why it is separate.
+
+    ``steps=S > 0``: per-step tables ``weight, bias [S+1, C]`` (MAML++); :func:`step_view`
+    hands the layer row k at inner step k, and a forward pass outside it uses row 0.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+    def __init__(self, num_features: int, eps: float = 1e-5, steps: int = 0) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
+        shape = (steps + 1, num_features) if steps > 0 else (num_features,)
+        self.weight = nn.Parameter(torch.ones(shape))
+        self.bias = nn.Parameter(torch.zeros(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (-1,) + (1,) * (x.dim() - 2)
+        weight, bias = (self.weight, self.bias) if self.weight.dim() == 1 else (self.weight[0], self.bias[0])
         y = F.batch_norm(x, None, None, training=True, eps=self.eps)
-        return y * self.weight.view(shape) + self.bias.view(shape)
+        return y * weight.view(shape) + bias.view(shape)
+
+
+def step_tables(module: nn.Module) -> list[str]:
+    """Names of the per-step batch-norm tables ``[S+1, C]`` of ``module`` (empty without them)."""
+    return [f"{name}.{p}" for name, m in module.named_modules()
+            if isinstance(m, BatchNorm) and m.weight.dim() == 2 for p in ("weight", "bias")]
+
+
+def step_view(tables: Sequence[str]) -> StepView:
+    """``(params, k) -> params`` with each table of ``tables`` replaced by its row ``min(k, S)``
+    (an entry already a row ``[C]`` stays): the batch-norm weights of inner step k (MAML++ BNWB)."""
+
+    def view(params: Params, k: int) -> Params:
+        rows = {n: params[n][min(k, params[n].shape[0] - 1)] for n in tables if params[n].dim() == 2}
+        return {**params, **rows}
+
+    return view
 
 
 class Conv4(nn.Module):
@@ -83,6 +113,7 @@ class Conv4(nn.Module):
         downsample: str = "stride",
         image_size: int = 28,
         blocks: int = 4,
+        bn_steps: int = 0,
     ) -> None:
         super().__init__()
         if downsample not in ("stride", "maxpool"):
@@ -94,7 +125,7 @@ class Conv4(nn.Module):
             stride = 2 if downsample == "stride" else 1
             layers += [
                 nn.Conv2d(in_channels if i == 0 else filters, filters, 3, stride=stride, padding=1),
-                BatchNorm(filters),
+                BatchNorm(filters, steps=bn_steps),
                 nn.ReLU(),
             ]
             if downsample == "maxpool":
@@ -122,12 +153,13 @@ class FCNet(nn.Module):
     Shapes: ``x [B, *x_shape]`` (flattened to ``[B, in_features]``) -> logits ``[B, ways]``.
     """
 
-    def __init__(self, in_features: int, ways: int, hidden: Sequence[int] = (256, 128, 64, 64)) -> None:
+    def __init__(self, in_features: int, ways: int, hidden: Sequence[int] = (256, 128, 64, 64),
+                 bn_steps: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:
-            layers += [nn.Linear(width, h), BatchNorm(h), nn.ReLU()]
+            layers += [nn.Linear(width, h), BatchNorm(h, steps=bn_steps), nn.ReLU()]
             width = h
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(width, ways)
@@ -143,19 +175,21 @@ def build_classifier(
     *,
     filters: int = 64,
     downsample: str = "stride",
+    bn_steps: int = 0,
 ) -> nn.Module:
     """A classifier for inputs ``[B, *x_shape]`` (``x_shape = (channels, side, side)``).
 
     ``kind="conv4"`` -> :class:`Conv4`; ``kind="fc"`` -> :class:`FCNet` (its hidden sizes are
-    the paper's; ``filters``/``downsample`` are ignored).
+    the paper's; ``filters``/``downsample`` are ignored). ``bn_steps > 0``: per-step batch-norm
+    tables for that many inner steps (MAML++, see :class:`BatchNorm`).
     """
     channels, height, width = (int(s) for s in x_shape)
     if kind == "conv4":
         if height != width:
             raise ValueError(f"Conv4 expects square images, got {height}x{width}")
-        return Conv4(channels, ways, filters=filters, downsample=downsample, image_size=height)
+        return Conv4(channels, ways, filters=filters, downsample=downsample, image_size=height, bn_steps=bn_steps)
     if kind == "fc":
-        return FCNet(channels * height * width, ways)
+        return FCNet(channels * height * width, ways, bn_steps=bn_steps)
     raise ValueError(f"unknown classifier kind {kind!r}; expected 'conv4' or 'fc'")
 
 

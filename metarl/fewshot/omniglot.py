@@ -62,6 +62,7 @@ from metarl.fewshot.download import (
     resolve_root,
 )
 from metarl.fewshot.episodes import FewShotTasks, rotate_classes
+from metarl.progress import progress
 
 OFFICIAL_SETS = ("images_background", "images_evaluation")
 SMALL_SETS = ("images_background_small1", "images_background_small2")
@@ -198,11 +199,13 @@ def _decode_to_cache(source: Path, name: str, npy: Path, meta: Path, size: int, 
         shape = (len(characters), DRAWINGS_PER_CHARACTER, size, size)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         flat = out.reshape(-1, size, size)
-        for i, (label, data) in enumerate(_iter_drawing_bytes(source, name, rels)):
-            try:
-                flat[i] = _decode_u8(data, size, resample)
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-                raise DatasetError(f"{label} is not a readable PNG image ({e})") from e
+        drawings = _iter_drawing_bytes(source, name, rels)
+        with progress(drawings, total=len(rels), desc=f"decoding {name}", unit="img") as bar:
+            for i, (label, data) in enumerate(bar):
+                try:
+                    flat[i] = _decode_u8(data, size, resample)
+                except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+                    raise DatasetError(f"{label} is not a readable PNG image ({e})") from e
         out.flush()
         del out, flat
         os.replace(tmp, npy)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import InitVar, dataclass, fields
 
 import torch
 
@@ -25,6 +25,12 @@ class Episodes:
 
     Everything is a tensor on one device; ``rewards``, ``masks`` and ``log_probs`` are
     float32 (or float64 when converted with :meth:`to`).
+
+    Optional, where the env reports ``info["success"]`` (Meta-World): ``success [..., B]`` (bool,
+    read back with :meth:`successes`), whether each episode succeeded at some step (as Meta-World's
+    evaluation counts it, ending an episode at its first success). It is an init-only argument, not a
+    dataclass field: the losses and the inner loop see the five tensors above (``fields(Episodes)``)
+    and nothing else; ``None`` where the env reports no success (the built-in envs).
     """
 
     observations: torch.Tensor
@@ -32,9 +38,14 @@ class Episodes:
     rewards: torch.Tensor
     masks: torch.Tensor
     log_probs: torch.Tensor
+    success: InitVar[torch.Tensor | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, success: torch.Tensor | None) -> None:
         lead = self.rewards.shape
+        if success is not None and tuple(success.shape) != (*lead[:-2], lead[-1]):
+            raise ValueError(f"Episodes.success has shape {tuple(success.shape)}; expected "
+                             f"{(*lead[:-2], lead[-1])} (one flag per episode)")
+        object.__setattr__(self, "_success", success)
         for f in fields(self):
             t = getattr(self, f.name)
             if t.shape[: len(lead)] != lead:
@@ -42,6 +53,15 @@ class Episodes:
                     f"Episodes.{f.name} has shape {tuple(t.shape)}; its leading dims must "
                     f"equal rewards' {tuple(lead)}"
                 )
+
+    def successes(self) -> torch.Tensor | None:
+        """Per-episode success flags ``[..., B]`` (bool; the ``success`` given), or ``None`` where the env
+        reports none."""
+        return self._success
+
+    def success_rate(self) -> float | None:
+        """The fraction of episodes that succeeded, or ``None`` without success flags."""
+        return None if self._success is None else float(self._success.float().mean())
 
     @property
     def horizon(self) -> int:
@@ -67,18 +87,22 @@ class Episodes:
         def conv(t: torch.Tensor) -> torch.Tensor:
             return t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else None)
 
-        return Episodes(**{f.name: conv(getattr(self, f.name)) for f in fields(self)})
+        success = None if self._success is None else self._success.to(device=device)
+        return Episodes(**{f.name: conv(getattr(self, f.name)) for f in fields(self)}, success=success)
 
     @staticmethod
     def stack(episodes: Sequence[Episodes]) -> Episodes:
         """Stack per-task episodes into one batch with a leading task dim ``[N, T, B, ...]``."""
         if not episodes:
             raise ValueError("Episodes.stack needs at least one Episodes")
+        flags = [e.successes() for e in episodes]
         return Episodes(
-            **{f.name: torch.stack([getattr(e, f.name) for e in episodes]) for f in fields(Episodes)}
+            **{f.name: torch.stack([getattr(e, f.name) for e in episodes]) for f in fields(Episodes)},
+            success=None if any(f is None for f in flags) else torch.stack(flags),
         )
 
     def unstack(self) -> list[Episodes]:
         """The inverse of :meth:`stack`: one Episodes per task (views, no copies)."""
         n = self.rewards.shape[0]
-        return [Episodes(**{f.name: getattr(self, f.name)[i] for f in fields(self)}) for i in range(n)]
+        return [Episodes(**{f.name: getattr(self, f.name)[i] for f in fields(self)},
+                         success=None if self._success is None else self._success[i]) for i in range(n)]

@@ -17,6 +17,7 @@ from torch import nn
 from metarl.config import ConfigError, RLConfig, config_from_dict
 from metarl.evaluate import summarize
 from metarl.maml import Params, detach_params, params_of
+from metarl.progress import progress
 from metarl.rl.adapt import adapt_on_episodes
 from metarl.rl.build import (
     advantage_estimator,
@@ -33,14 +34,16 @@ from metarl.seeding import eval_seed
 
 def adaptation_returns(
     cfg: RLConfig, policy: nn.Module, tasks: list[dict], *, steps: int, sampler: Any, seed: int,
-    params_out: list[Params] | None = None,
+    params_out: list[Params] | None = None, episodes_out: list[Episodes] | None = None, desc: str | None = None,
 ) -> torch.Tensor:
     """Mean return per task after 0..``steps`` inner steps, resampling after each: ``[steps+1, N]``.
 
     ``sampler`` samples with streams seeded by ``seed`` (its own streams continue untouched), so
     the result depends on the policy, the tasks and ``seed`` only. ``params_out``, if given,
     receives the (detached) parameters after 0..``steps`` steps: shared ones first, then stacked
-    per task (``[N, ...]``).
+    per task (``[N, ...]``); ``episodes_out`` the episodes sampled with them (``[N, T, B, ...]``
+    after k steps), e.g. for figures of the paths before and after adaptation. ``desc`` names a
+    progress bar over the sampling rounds on stderr (``metarl evaluate``); ``None`` shows none.
     """
     inner, advantages = inner_loop(cfg), advantage_estimator(cfg)
     theta: Params = detach_params(params_of(policy))
@@ -48,20 +51,34 @@ def adaptation_returns(
     batches: list[Episodes] = []
     out = []
     with sampler.seeded(seed):
-        for k in range(steps + 1):
+        for k in progress(range(steps + 1), desc=desc or "", unit="step", disable=desc is None):
             batches.append(Episodes.stack(sampler.sample(policy, params, tasks, per_task=per_task)))
             out.append(batches[-1].returns().mean(-1))
             if params_out is not None:
                 params_out.append(detach_params(params))
+            if episodes_out is not None:
+                episodes_out.append(batches[-1])
             if k < steps:
                 params = adapt_on_episodes(policy, theta, batches, inner, advantages, lr_decay=cfg.test_lr_decay)
                 per_task = True
     return torch.stack(out)
 
 
+def success_curve(episodes: list[Episodes]) -> torch.Tensor | None:
+    """Success rate per task after 0..k steps, ``[k+1, N]``, from :func:`adaptation_returns`'s
+    ``episodes_out`` (``[N, T, B, ...]`` each); ``None`` where the env reports no ``info["success"]``."""
+    flags = [e.successes() for e in episodes]
+    if not flags or any(f is None for f in flags):
+        return None
+    return torch.stack([f.float().mean(-1) for f in flags])
+
+
 def evaluation_tasks(env: gym.Env, n_tasks: int, seed: int) -> list[dict]:
-    """Held-out tasks named by ``seed``, from a stream apart from training's (:mod:`metarl.seeding`)."""
-    return env.unwrapped.sample_tasks(n_tasks, np.random.default_rng(eval_seed(seed)))
+    """Held-out tasks named by ``seed``, from a stream apart from training's (:mod:`metarl.seeding`): the
+    env's ``sample_test_tasks`` where it has a fixed test set (Meta-World), else its ``sample_tasks``."""
+    base = env.unwrapped
+    draw = getattr(base, "sample_test_tasks", None) or base.sample_tasks
+    return draw(n_tasks, np.random.default_rng(eval_seed(seed)))
 
 
 def adapt_run(module: nn.Module, params: Params, cfg: RLConfig, episodes: Episodes, *, steps: int) -> Params:
@@ -108,10 +125,11 @@ def _baseline_curve(cfg: RLConfig, name: str, state: dict[str, Any], tasks: list
         benv.close()
     bpolicy.load_state_dict(state["learner"]["model"])
     if bcfg.env.oracle == cfg.env.oracle:
-        return adaptation_returns(bcfg, bpolicy, tasks, steps=steps, sampler=sampler, seed=seed)
+        return adaptation_returns(bcfg, bpolicy, tasks, steps=steps, sampler=sampler, seed=seed,
+                                  desc=f"evaluate {name}")
     own = sampler_for(bcfg, seed)  # another observation space: its own sampler
     try:
-        return adaptation_returns(bcfg, bpolicy, tasks, steps=steps, sampler=own, seed=seed)
+        return adaptation_returns(bcfg, bpolicy, tasks, steps=steps, sampler=own, seed=seed, desc=f"evaluate {name}")
     finally:
         own.close()
 
@@ -134,13 +152,21 @@ def evaluate_rl(
         seed = eval_seed(seed)  # sampler streams apart from training's too
         policy = policy_module(cfg, env)
         policy.load_state_dict(learner_state["model"])
-        curve = adaptation_returns(cfg, policy, tasks, steps=steps, sampler=sampler, seed=seed)
+        episodes: list[Episodes] = []
+        curve = adaptation_returns(cfg, policy, tasks, steps=steps, sampler=sampler, seed=seed, desc="evaluate run",
+                                   episodes_out=episodes)
+        success = success_curve(episodes)
+        del episodes
         random_policy = seeded_policy(cfg, seed + 20_011, env)
         out = {"random": {"by_step": summarize(
-            adaptation_returns(cfg, random_policy, tasks, steps=steps, sampler=sampler, seed=seed))}}
+            adaptation_returns(cfg, random_policy, tasks, steps=steps, sampler=sampler, seed=seed,
+                               desc="evaluate random"))}}
         for name, state in baselines.items():
             out[name] = {"by_step": summarize(_baseline_curve(cfg, name, state, tasks, steps, sampler, seed))}
-        return {"metric": "return", "by_step": summarize(curve), "baselines": out}
+        result = {"metric": "return", "by_step": summarize(curve), "baselines": out}
+        if success is not None:  # the success rate by step, where the env reports one (Meta-World)
+            result["success"] = summarize(success)
+        return result
     finally:
         sampler.close()
         env.close()

@@ -11,12 +11,15 @@ of :class:`~metarl.rl.sampler.MultiTaskSampler`: the same interface, the same ``
 (``[T, B, ...]``, padded after an episode ends), and on a built-in id the same numbers.
 
 An episode ends when its env returns ``terminated`` or ``truncated`` (the registered time limit),
-or after ``horizon`` steps (default: the id's ``max_episode_steps``).
+or after ``horizon`` steps (default: the id's ``max_episode_steps``). Where the env reports
+``info["success"]`` (Meta-World), each episode carries a success flag (``Episodes.successes()``):
+whether ``info["success"]`` was true at some step of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from typing import Any
 
 import gymnasium
@@ -25,6 +28,7 @@ import torch
 
 from metarl.envs.protocol import check_task_env
 from metarl.envs.vector import NonFiniteActionError
+from metarl.rl.episodes import Episodes
 from metarl.rl.sampler import Task, VecSampler
 
 
@@ -35,7 +39,8 @@ class GymTaskVec:
     ``step(actions [B, *act_shape])`` steps the envs whose episode is still running (a float32
     array each, or an int for a ``Discrete`` action space) and returns ``(obs [B, *obs_shape],
     rewards [B], done [B])``; an env that terminated or was truncated stays frozen (its last
-    observation, reward 0) until the next reset.
+    observation, reward 0) until the next reset. ``success [B]`` is whether each episode's ``info["success"]``
+    was true at some step since the reset, or ``None`` if no env has reported a ``"success"``.
     """
 
     def __init__(self, env_id: str, num_envs: int, *, env_kwargs: Mapping[str, Any] | None = None) -> None:
@@ -61,6 +66,8 @@ class GymTaskVec:
         self.num_envs = int(num_envs)
         self._obs = np.zeros((self.num_envs, *self.envs[0].observation_space.shape))
         self._done = np.zeros(self.num_envs, dtype=bool)
+        self._success = np.zeros(self.num_envs, dtype=bool)
+        self._reports_success = False
 
     @property
     def env(self) -> Any:
@@ -74,7 +81,15 @@ class GymTaskVec:
         for i, (env, task, seed) in enumerate(zip(self.envs[: self.num_envs], tasks, seeds, strict=True)):
             self._obs[i], _ = env.reset(seed=int(seed), options={"task": task})
         self._done[:] = False
+        self._success[:] = False
+        self._reports_success = False
         return torch.from_numpy(self._obs.copy())
+
+    @property
+    def success(self) -> np.ndarray | None:
+        """``[B]`` bool: ``info["success"]`` true at some step of each episode since the reset (``None`` if
+        the envs report no ``"success"``)."""
+        return self._success.copy() if self._reports_success else None
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         shape = (self.num_envs, *self.action_shape)
@@ -86,8 +101,11 @@ class GymTaskVec:
         a = actions.detach().cpu().numpy()
         rewards = np.zeros(self.num_envs)
         for i in np.flatnonzero(~self._done):
-            obs, reward, terminated, truncated, _ = self.envs[i].step(int(a[i]) if self._discrete else a[i])
+            obs, reward, terminated, truncated, info = self.envs[i].step(int(a[i]) if self._discrete else a[i])
             self._obs[i], rewards[i] = obs, reward
+            if "success" in info:
+                self._reports_success = True
+                self._success[i] |= bool(info["success"])
             self._done[i] = terminated or truncated
         return torch.from_numpy(self._obs.copy()), torch.from_numpy(rewards), torch.from_numpy(self._done.copy())
 
@@ -132,6 +150,23 @@ class GenericSampler(VecSampler):
             raise ValueError(f"GenericSampler: {env_id} has no max_episode_steps; register it with one "
                              "(gymnasium.register(..., max_episode_steps=T)) or pass horizon")
         self._set_horizon("GenericSampler", registered, horizon)
+
+    def sample(
+        self,
+        policy: Any,
+        params: Mapping[str, torch.Tensor],
+        tasks: Sequence[Task],
+        *,
+        per_task: bool = False,
+    ) -> list[Episodes]:
+        """:meth:`VecSampler.sample`, with each episode's success flag where the env reports one."""
+        episodes = super().sample(policy, params, tasks, per_task=per_task)
+        success = self._vec.success
+        if success is None:
+            return episodes
+        flags = torch.from_numpy(success).view(len(episodes), self.episodes_per_task)
+        return [Episodes(*(getattr(e, f.name) for f in fields(Episodes)), success=flags[n])
+                for n, e in enumerate(episodes)]
 
     def _vec_for(self, n_tasks: int) -> GymTaskVec:
         nb = n_tasks * self.episodes_per_task

@@ -43,6 +43,13 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def success_metrics(prefix: str, pre: Episodes, post: Episodes) -> dict[str, float]:
+    """``{prefix}/success_pre`` and ``{prefix}/success_post``: the fraction of episodes that succeeded before
+    and after adapting, where the env reports ``info["success"]`` (Meta-World); empty otherwise."""
+    rates = {"pre": pre.success_rate(), "post": post.success_rate()}
+    return {f"{prefix}/success_{k}": v for k, v in rates.items() if v is not None}
+
+
 class RLLearner:
     """Meta-trains a policy with the run's meta-algorithm.
 
@@ -109,19 +116,23 @@ class RLLearner:
         out["time/env_steps_per_s"] = steps / max(t1 - t0, 1e-9)
         out["train/env_steps"] = float(self.env_steps)
         out["train/episode_length"] = float(valid.masks.sum(-2).mean())
+        out.update(success_metrics("train", train[0] if train else valid, valid))
         return out
 
     def validate(self) -> dict[str, float]:
         """``val/return_pre`` and ``val/return_post``: mean return on the validation tasks before
-        and after ``inner.steps`` steps (resampling after each), on the training sampler."""
+        and after ``inner.steps`` steps (resampling after each), on the training sampler; and
+        ``val/success_pre`` / ``val/success_post`` where the env reports success (Meta-World)."""
         seed = validation_seed(self.cfg.seed)
         if self._val_tasks is None:
             self._val_tasks = self.env.unwrapped.sample_tasks(self.cfg.eval.tasks, np.random.default_rng(seed))
         policy = self.module if self.device.type == "cpu" else copy.deepcopy(self.module).cpu()
+        episodes: list[Episodes] = []
         returns = adaptation_returns(self.cfg, policy, self._val_tasks, steps=self.cfg.inner.steps,
-                                     sampler=self.sampler, seed=seed)
+                                     sampler=self.sampler, seed=seed, episodes_out=episodes)
         means = returns.mean(-1)
-        return {"val/return_pre": float(means[0]), "val/return_post": float(means[-1])}
+        out = {"val/return_pre": float(means[0]), "val/return_post": float(means[-1])}
+        return out | success_metrics("val", episodes[0], episodes[-1])
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -30,6 +30,7 @@ from torch.distributions import Distribution
 from metarl.config import ConfigError, RLConfig, config_from_dict, config_to_dict
 from metarl.maml import Params, functional_forward
 from metarl.rl.build import env_kwargs, make_env, sampler_for
+from metarl.rl.episodes import Episodes
 from metarl.rl.evaluation import adaptation_returns, evaluation_tasks
 from metarl.rl.policies import sample_actions
 from metarl.seeding import eval_seed
@@ -113,10 +114,12 @@ class Adaptation(NamedTuple):
     returns: list[float]
 
 
-def adapt_to(run: Any, task: dict[str, Any], *, steps: int | None = None, seed: int = 0) -> Adaptation:
+def adapt_to(run: Any, task: dict[str, Any], *, steps: int | None = None, seed: int = 0,
+             episodes_out: list[Episodes] | None = None) -> Adaptation:
     """Adapt ``run`` (``metarl.load``) to ``task`` with its own inner loop for 0..``steps`` steps
     (default ``inner.test_steps``), resampling ``env.episodes_per_task`` episodes after each, on a
-    sampler built from the run's config with evaluation streams named by ``seed``."""
+    sampler built from the run's config with evaluation streams named by ``seed``. ``episodes_out``,
+    if given, receives the episodes sampled after 0..``steps`` steps (``[T, B, ...]`` each)."""
     cfg = rl_config(run, "adapt_to")
     steps = cfg.inner.test_steps if steps is None else int(steps)
     if steps < 0:
@@ -137,11 +140,14 @@ def adapt_to(run: Any, task: dict[str, Any], *, steps: int | None = None, seed: 
         env.close()
     sampler = sampler_for(cfg, eval_seed(seed))
     stacked: list[Params] = []
+    batches: list[Episodes] = []
     try:
         returns = adaptation_returns(cfg, run.module, [task], steps=steps, sampler=sampler, seed=eval_seed(seed),
-                                     params_out=stacked)
+                                     params_out=stacked, episodes_out=batches)
     finally:
         sampler.close()
+    if episodes_out is not None:
+        episodes_out.extend(batch.unstack()[0] for batch in batches)
     params = [stacked[0]] + [{k: v[0] for k, v in p.items()} for p in stacked[1:]]
     return Adaptation(task, params, [float(r) for r in returns[:, 0]])
 

@@ -504,3 +504,4 @@ def train(
         print(f"[metarl] stopped at iteration {it}/{cfg.num_iterations}; checkpoint {ckpt_dir / 'last.pt'}",
               file=sys.stderr)
     return run_dir
+

@@ -1,0 +1,201 @@
+"""Meta-World's own meta-learning evaluation of a metarl run, so that its numbers compare with papers'.
+
+``metaworld.evaluation.metalearning_evaluation`` runs unchanged on Meta-World's held-out task sets
+(``Meta-World/ML1-test``, ``ML10-test``, ``ML45-test``): for each of ``num_evals`` rounds it gives
+every test env a task, lets the agent sample ``adaptation_episodes`` episodes and adapt, repeated
+``adaptation_steps`` times, then counts successes over ``evaluation_episodes`` episodes that end at
+the first success. :class:`MAMLAgent` is its ``MetaLearningAgent`` on a loaded run: the run's policy
+and the run's own inner loop (:func:`metarl.rl.adapt.adapt_on_episodes`, each step on all episodes
+sampled since ``init``, as :func:`metarl.rl.evaluation.adaptation_returns` adapts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from metarl.config import ConfigError
+from metarl.maml import Params
+from metarl.rl.adapt import adapt_on_episodes
+from metarl.rl.build import advantage_estimator, inner_loop, make_env
+from metarl.rl.episodes import Episodes
+from metarl.rl.policies import policy_distribution_fn
+from metarl.rl.sampler import actions_from_noise, log_prob_from_noise
+
+__all__ = ["MAMLAgent", "official_evaluation", "timesteps_to_episodes"]
+
+
+def timesteps_to_episodes(steps: list[Any], episodes: int) -> Episodes:
+    """The first ``episodes`` episodes of each env from Meta-World's ``Timestep`` records (one per vector
+    step: ``observation [E, d]``, ``action [E, a]``, ``reward [E]``, ``terminated [E]``, ``truncated [E]``,
+    ``aux_policy_outputs["log_prob"] [E]``) as stacked ``Episodes [E, T, B, ...]``, T the longest episode.
+
+    The vector env resets an env in the step its episode ends (Meta-World's same-step autoreset), so
+    env ``e``'s episode ``b`` is the run of its steps between two ends.
+    """
+    obs = np.stack([s.observation for s in steps], 1)  # [E, L, d]
+    act = np.stack([s.action for s in steps], 1)
+    rew = np.stack([s.reward for s in steps], 1)
+    logp = np.stack([s.aux_policy_outputs["log_prob"] for s in steps], 1)
+    done = np.stack([np.logical_or(s.terminated, s.truncated) for s in steps], 1)
+    n_env = obs.shape[0]
+    bounds = []  # per env: the (start, stop) of its first `episodes` episodes
+    for e in range(n_env):
+        ends = np.flatnonzero(done[e])[:episodes] + 1
+        if len(ends) < episodes:
+            raise ValueError(f"timesteps_to_episodes: env {e} finished {len(ends)} episodes, need {episodes}")
+        bounds.append(list(zip([0, *ends[:-1]], ends, strict=True)))
+    horizon = max(stop - start for b in bounds for start, stop in b)
+    shape = (n_env, horizon, episodes)
+    out = {"observations": torch.zeros(*shape, obs.shape[-1]), "actions": torch.zeros(*shape, act.shape[-1]),
+           "rewards": torch.zeros(shape), "masks": torch.zeros(shape), "log_probs": torch.zeros(shape)}
+    for e, b in enumerate(bounds):
+        for k, (start, stop) in enumerate(b):
+            t = stop - start
+            out["observations"][e, :t, k] = torch.from_numpy(obs[e, start:stop]).float()
+            out["actions"][e, :t, k] = torch.from_numpy(act[e, start:stop]).float()
+            out["rewards"][e, :t, k] = torch.from_numpy(rew[e, start:stop]).float()
+            out["log_probs"][e, :t, k] = torch.from_numpy(logp[e, start:stop]).float()
+            out["masks"][e, :t, k] = 1.0
+    return Episodes(**out)
+
+
+class MAMLAgent:
+    """Meta-World's ``MetaLearningAgent`` protocol (``metaworld.evaluation``) for a loaded run
+    (:func:`metarl.load`), one task per env of the vector env.
+
+    ``init`` starts from the meta-learned parameters; ``adapt_action`` samples from the policy (of the
+    parameters adapted so far) and records its log-probs; ``step`` keeps the transitions; ``adapt``
+    takes one step of the run's inner loop on every batch gathered since ``init``; ``eval_action`` acts
+    with the adapted parameters, sampling as the run's own evaluation does (``deterministic``: the
+    mean action). The policy is feed-forward, so ``reset`` has nothing to do.
+
+    Args:
+        run: a loaded RL run (``metarl.load(path)``).
+        adaptation_episodes: the episodes per env that ``adapt`` uses (Meta-World's
+            ``adaptation_episodes``).
+        seed: seeds the action noise.
+    """
+
+    def __init__(self, run: Any, *, adaptation_episodes: int, seed: int = 0, deterministic: bool = False) -> None:
+        self.run = run
+        self.adaptation_episodes = int(adaptation_episodes)
+        self.deterministic = deterministic
+        self._theta: Params = dict(run.params)
+        self._generator = torch.Generator().manual_seed(seed)
+        self.init()
+
+    def init(self) -> None:
+        """New tasks: back to the meta-learned parameters, no episodes."""
+        self._params: Params = self._theta
+        self._per_task = False
+        self._batches: list[Episodes] = []
+        self._steps: list[Any] = []
+        self._forward = policy_distribution_fn(self.run.module, self._params, per_task=False)
+
+    def _dist(self, observations: np.ndarray) -> Any:
+        obs = torch.as_tensor(observations, dtype=torch.float32).unsqueeze(1)  # [E, 1, d]: one episode per env
+        with torch.no_grad():
+            return self._forward(obs)
+
+    def _sample(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        dist = self._dist(observations)
+        with torch.no_grad():
+            noise = torch.randn(dist.base_dist.loc.shape, generator=self._generator)
+            a = actions_from_noise(dist, noise)
+            logp = log_prob_from_noise(dist, a, noise)
+        return a[:, 0].numpy().astype(np.float64), logp[:, 0].numpy()
+
+    def adapt_action(self, observations: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        actions, logp = self._sample(observations)
+        return actions, {"log_prob": logp}
+
+    def step(self, timestep: Any) -> None:
+        self._steps.append(timestep)
+
+    def adapt(self) -> None:
+        """One step of the run's inner loop, on all episodes gathered since :meth:`init`."""
+        cfg = self.run.config
+        self._batches.append(timesteps_to_episodes(self._steps, self.adaptation_episodes))
+        self._steps = []
+        self._params = adapt_on_episodes(self.run.module, self._theta, self._batches, inner_loop(cfg),
+                                         advantage_estimator(cfg), lr_decay=cfg.test_lr_decay)
+        self._per_task = True
+        self._forward = policy_distribution_fn(self.run.module, self._params, per_task=True)
+
+    def eval_action(self, observations: np.ndarray) -> np.ndarray:
+        if self.deterministic:
+            return self._dist(observations).base_dist.loc[:, 0].numpy().astype(np.float64)
+        return self._sample(observations)[0]
+
+    def reset(self, env_mask: np.ndarray) -> None:
+        """Nothing to reset: the policy keeps no state between steps."""
+
+
+def official_evaluation(
+    run: Any,
+    *,
+    num_evals: int = 10,
+    adaptation_steps: int | None = None,
+    adaptation_episodes: int | None = None,
+    evaluation_episodes: int = 3,
+    meta_batch_size: int = 20,
+    total_tasks_per_cls: int | None = 40,
+    max_episode_steps: int | None = None,
+    seed: int | None = None,
+    deterministic: bool = False,
+) -> dict[str, Any]:
+    """``metaworld.evaluation.metalearning_evaluation`` of ``run`` (a loaded Meta-World run) on its
+    benchmark's test tasks; returns ``{"benchmark", "success_rate", "return", "success_by_env", "settings"}``.
+
+    Defaults: Meta-World's (``num_evals=10``; 20 envs in the vector env, ``meta_batch_size``, shared evenly
+    among the test env classes; the first 40 test goals of each class, ``total_tasks_per_cls``, dealt out
+    among its envs), ``adaptation_steps`` the run's ``inner.test_steps``,
+    ``adaptation_episodes`` its ``env.episodes_per_task``, episodes of the env's own length (500), and
+    ``seed`` the run's ``benchmark_seed``: Meta-World's held-out goals of the task sets the run
+    trained on. ``max_episode_steps`` shortens episodes (for tests only: papers use 500).
+    """
+    from metaworld.evaluation import metalearning_evaluation
+
+    import metarl.envs.metaworld  # noqa: F401  (the run's env: its benchmark and seed)
+
+    cfg = run.config
+    env = make_env(cfg)
+    try:
+        base = env.unwrapped
+        if not isinstance(base, metarl.envs.metaworld.MetaWorldTaskEnv):
+            raise ConfigError(f"Meta-World's official evaluation: the run's env {cfg.env.id} is not a Meta-World "
+                              "task set (metarl.envs.metaworld)")
+        benchmark, seed = base.benchmark, base.benchmark_seed if seed is None else seed
+    finally:
+        env.close()
+    adaptation_steps = cfg.inner.test_steps if adaptation_steps is None else adaptation_steps
+    adaptation_episodes = cfg.env.episodes_per_task if adaptation_episodes is None else adaptation_episodes
+    ml1 = benchmark not in metarl.envs.metaworld.BENCHMARKS
+    extra = {"env_name": benchmark} if ml1 else {}
+    if max_episode_steps is not None:
+        extra["max_episode_steps"] = max_episode_steps
+    envs = gym.make_vec(f"Meta-World/{'ML1' if ml1 else benchmark}-test", seed=seed, meta_batch_size=meta_batch_size,
+                        total_tasks_per_cls=total_tasks_per_cls, vector_strategy="sync", **extra)
+    agent = MAMLAgent(run, adaptation_episodes=adaptation_episodes, seed=seed, deterministic=deterministic)
+    try:
+        success, mean_return, by_env = metalearning_evaluation(
+            agent, envs, num_evals=num_evals, adaptation_steps=adaptation_steps,
+            adaptation_episodes=adaptation_episodes, evaluation_episodes=evaluation_episodes,
+        )
+    finally:
+        envs.close()
+    return {
+        "benchmark": f"ML1-{benchmark}" if ml1 else benchmark,
+        "success_rate": float(success),
+        "return": float(mean_return),
+        "success_by_env": {k: float(v) for k, v in by_env.items()},
+        "settings": {"num_evals": num_evals, "adaptation_steps": adaptation_steps,
+                     "adaptation_episodes": adaptation_episodes, "evaluation_episodes": evaluation_episodes,
+                     "meta_batch_size": meta_batch_size, "total_tasks_per_cls": total_tasks_per_cls,
+                     "max_episode_steps": max_episode_steps, "seed": seed, "deterministic": deterministic,
+                     "iteration": run.iteration},
+    }

@@ -13,12 +13,24 @@ import sys
 from pathlib import Path
 
 
-def first_time_at(rows: list[dict[str, str]], target: float) -> str:
-    """Training wall time (time/elapsed_s) at the first validation whose 1-step return is >= target."""
+def wall_times(rows: list[dict[str, str]]) -> list[float]:
+    """Training wall time at each row, summed over resumed calls (``time/elapsed_s`` restarts at 0 in each)."""
+    out, offset, last = [], 0.0, 0.0
     for r in rows:
-        value, elapsed = r.get("val/return_post", ""), r.get("time/elapsed_s", "")
-        if value and elapsed and float(value) >= target:
-            return f"{float(elapsed) / 60:.1f} min (it {r['iteration']})"
+        elapsed = float(r.get("time/elapsed_s") or last)
+        if elapsed < last:  # a resumed call: its clock started again
+            offset += last
+        last = elapsed
+        out.append(offset + elapsed)
+    return out
+
+
+def first_time_at(rows: list[dict[str, str]], target: float) -> str:
+    """Training wall time at the first validation whose 1-step return is >= target."""
+    for r, t in zip(rows, wall_times(rows), strict=True):
+        value = r.get("val/return_post", "")
+        if value and float(value) >= target:
+            return f"{t / 60:.1f} min (it {r['iteration']})"
     return "not reached"
 
 

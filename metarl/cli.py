@@ -221,6 +221,7 @@ BENCHMARKS: dict[str, str] = {
     "rl": "metarl.benchmarks.rl",
     "time-to-result": "metarl.benchmarks.time_to_result",
     "ray": "metarl.benchmarks.ray",
+    "generic": "metarl.benchmarks.generic",
 }
 
 

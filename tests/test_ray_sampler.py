@@ -201,3 +201,25 @@ def test_config_backend_ray_gives_the_local_runs_episodes() -> None:
             learner.close()
     for local, remote in zip(*runs, strict=True):
         assert_same(local.unstack(), remote.unstack())
+
+
+def test_user_id_same_episodes_and_success_as_the_generic_sampler() -> None:
+    """A task-protocol id other than the built-in ones (tests/walk_env.py: a ``module:Id``, early ends,
+    success flags) runs on Ray actors with the generic sampler's episodes, split over 2 actors."""
+    import numpy as np
+
+    from metarl.rl.generic_sampler import GenericSampler
+
+    walk = "tests.walk_env:metarl_test/Walk-v0"
+    torch.manual_seed(0)
+    policy = GaussianMLPPolicy(2, 1, (16,), "tanh")
+    params = detach_params(params_of(policy))
+    with GenericSampler(walk, episodes_per_task=3, num_workers=1, seed=8) as local, \
+            RaySampler(walk, episodes_per_task=3, seed=8, num_workers=2) as remote:
+        tasks = local.sample_tasks(3, np.random.default_rng(0))
+        per_task = {k: torch.stack([v + 0.02 * i for i in range(3)]) for k, v in params.items()}
+        for p, pt in ((params, False), (per_task, True)):
+            xs, ys = local.sample(policy, p, tasks, per_task=pt), remote.sample(policy, p, tasks, per_task=pt)
+            assert_same(xs, ys)
+            for x, y in zip(xs, ys, strict=True):
+                assert x.successes() is not None and torch.equal(x.successes(), y.successes())

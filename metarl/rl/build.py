@@ -163,13 +163,16 @@ def make_algorithm(cfg: RLConfig, policy: nn.Module) -> Any:
 
 # ---------------------------------------------------------------------------- samplers
 def _ray_sampler(cfg: RLConfig, seed: int) -> Any:
-    if not envs.is_builtin(cfg.env.id):
-        raise ConfigError(f"sampler.backend: ray runs the built-in envs only ({', '.join(envs.ENV_IDS)}); "
-                          f"{cfg.env.id!r} needs sampler.backend: local (the generic sampler)")
+    """Ray actors sampling a share of the tasks each: a built-in id's fast envs, or any other id's Gymnasium
+    envs (the generic sampler's), with the local backend's episodes."""
     from metarl.rl.ray_sampler import RaySampler  # the optional Ray extra, imported only here
 
-    return RaySampler(cfg.env.id, episodes_per_task=cfg.env.episodes_per_task, num_workers=cfg.sampler.num_workers,
-                      seed=seed, env_kwargs=env_kwargs(cfg), address=cfg.sampler.address)
+    try:
+        return RaySampler(cfg.env.id, episodes_per_task=cfg.env.episodes_per_task,
+                          num_workers=cfg.sampler.num_workers, seed=seed, env_kwargs=env_kwargs(cfg),
+                          address=cfg.sampler.address)
+    except (ValueError, envs.TaskProtocolError) as e:  # no time limit, or not the protocol
+        raise ConfigError(f"env.id: {e}") from None
 
 
 def _local_sampler(cfg: RLConfig, seed: int) -> Any:
@@ -177,16 +180,15 @@ def _local_sampler(cfg: RLConfig, seed: int) -> Any:
     for any other id following the task protocol."""
     if not envs.is_builtin(cfg.env.id):
         try:
-            return GenericSampler(cfg.env.id, episodes_per_task=cfg.env.episodes_per_task, seed=seed,
-                                  env_kwargs=env_kwargs(cfg))
+            return GenericSampler(cfg.env.id, episodes_per_task=cfg.env.episodes_per_task,
+                                  num_workers=cfg.sampler.num_workers, seed=seed, env_kwargs=env_kwargs(cfg))
         except (ValueError, envs.TaskProtocolError) as e:  # no time limit, or not the protocol
             raise ConfigError(f"env.id: {e}") from None
     return make_sampler(cfg.env.id, episodes_per_task=cfg.env.episodes_per_task,
                         num_workers=cfg.sampler.num_workers or None, seed=seed, env_kwargs=env_kwargs(cfg))
 
 
-#: ``sampler.backend`` -> ``(cfg, seed) -> sampler``; both give the same episodes for the same seed
-#: (ray: the built-in ids only).
+#: ``sampler.backend`` -> ``(cfg, seed) -> sampler``; both give the same episodes for the same seed.
 SAMPLERS: dict[str, Callable[[RLConfig, int], Any]] = {"local": _local_sampler, "ray": _ray_sampler}
 
 

@@ -5,7 +5,9 @@ DESIGN.md ("Scale"): beyond one machine the sampler runs on Ray, behind the inte
 ``load_state_dict``, ``close``). :class:`RaySampler` splits the tasks of each ``sample`` call
 into contiguous shares, one per actor; each :class:`RolloutWorker` steps a batched env
 (:func:`envs.vector.make_vec`) for its share with :func:`~metarl.rl.sampler.collect`, as the
-local sampler does for all tasks at once. The policy module and its parameters travel once
+local sampler does for all tasks at once (a built-in id's fast batched env; any other id following
+the task protocol, the generic sampler's :class:`~metarl.rl.generic_sampler.GymTaskVec` in the actor's
+process, success flags included). The policy module and its parameters travel once
 per call (one ``ray.put`` shared by all actors).
 
 Same result as the local sampler: the driver draws every seed from the same
@@ -36,6 +38,7 @@ import dataclasses
 import logging
 import os
 import socket
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,6 +50,7 @@ from torch import nn
 import metarl.envs as envs
 from metarl.envs.vector import VecTaskEnv, default_num_workers, make_vec
 from metarl.rl.episodes import Episodes
+from metarl.rl.generic_sampler import GymTaskVec, checked_time_limit, with_success
 from metarl.rl.sampler import (
     SeededSampler,
     SeedStreams,
@@ -66,14 +70,31 @@ class RayClusterError(RuntimeError):
 
 
 class RolloutWorker:
-    """A Ray actor's state: a batched env for its share of the tasks, rebuilt when the share's
-    size changes; one torch thread and one physics thread (Ray gives the actor one CPU)."""
+    """A Ray actor's state: a batched env for its share of the tasks (a built-in id's fast one, rebuilt when
+    the share's size changes; any other id's :class:`~metarl.rl.generic_sampler.GymTaskVec` in the actor's
+    process, resized); one torch thread and one physics thread (Ray gives the actor one CPU).
 
-    def __init__(self, env_id: str, env_kwargs: Mapping[str, Any]) -> None:
+    ``paths``: the driver's ``sys.path``; entries the actor lacks are appended, so that the module of a
+    ``module:Id`` found on the driver's path (a local Ray) imports in the actor too.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: Mapping[str, Any], paths: Sequence[str] = ()) -> None:
         torch.set_num_threads(1)
+        sys.path.extend(p for p in paths if p and p not in sys.path)
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs)
-        self._vec: VecTaskEnv | None = None
+        self._vec: VecTaskEnv | GymTaskVec | None = None
+
+    def _vec_for(self, nb: int) -> VecTaskEnv | GymTaskVec:
+        if isinstance(self._vec, GymTaskVec):
+            if self._vec.num_envs != nb:
+                self._vec.resize(nb)
+        elif self._vec is None or self._vec.num_envs != nb:
+            self.close()
+            self._vec = (make_vec(self.env_id, nb, num_workers=1, env_kwargs=self.env_kwargs)
+                         if envs.is_builtin(self.env_id) else
+                         GymTaskVec(self.env_id, nb, env_kwargs=self.env_kwargs, num_workers=1))
+        return self._vec
 
     def ready(self) -> int:
         """The worker's process id, once it is up."""
@@ -103,17 +124,15 @@ class RolloutWorker:
         if per_task:
             params = {k: v[first : first + n] for k, v in params.items()}
         nb = n * episodes_per_task
-        if self._vec is None or self._vec.num_envs != nb:
-            self.close()
-            self._vec = make_vec(self.env_id, nb, num_workers=1, env_kwargs=self.env_kwargs)
+        vec = self._vec_for(nb)
         act = policy_act(policy, params, per_task=per_task, noise_seeds=noise_seeds, horizon=horizon)
-        episodes = Episodes.stack(
-            collect(self._vec, tasks, episodes_per_task=episodes_per_task, horizon=horizon, act=act, seeds=reset_seeds)
-        )
+        episodes = Episodes.stack(with_success(
+            collect(vec, tasks, episodes_per_task=episodes_per_task, horizon=horizon, act=act, seeds=reset_seeds),
+            getattr(vec, "success", None)))
         frozen = None
         if int(episodes.lengths().max()) < horizon:  # all ended: the envs are frozen, a step reads them
-            zeros = torch.zeros(nb, *self._vec.action_shape)
-            frozen = self._vec.step(zeros)[0].clone()
+            zeros = torch.zeros(nb, *vec.action_shape)
+            frozen = vec.step(zeros)[0].clone()
         return episodes, frozen
 
     def close(self) -> None:
@@ -174,15 +193,17 @@ class RaySampler(TaskSource, SeededSampler):
         max_restarts: int = 3,
         start_timeout: float = 120.0,
     ) -> None:
-        env_id = envs.builtin_id(env_id, "RaySampler")
         if episodes_per_task < 1:
             raise ValueError(f"RaySampler: episodes_per_task must be >= 1, got {episodes_per_task}")
         if num_workers < 0:
             raise ValueError(f"RaySampler: num_workers must be >= 0 (0: the cluster's CPUs), got {num_workers}")
-        self.env_id = env_id
+        self.env_id = envs.builtin_id(env_id, "RaySampler") if envs.is_builtin(env_id) else env_id
         self.episodes_per_task = int(episodes_per_task)
         self.env_kwargs = dict(env_kwargs or {})
-        registered = gymnasium.spec(env_id).max_episode_steps
+        if envs.is_builtin(env_id):
+            registered = gymnasium.spec(self.env_id).max_episode_steps
+        else:  # any other id following the task protocol: the generic sampler's envs, in the actors
+            registered = checked_time_limit(env_id, self.env_kwargs, horizon, "RaySampler")
         self.horizon = int(registered if horizon is None else horizon)
         if self.horizon < 1:
             raise ValueError(f"RaySampler: horizon must be >= 1, got {horizon}")
@@ -235,7 +256,7 @@ class RaySampler(TaskSource, SeededSampler):
         self._owns_ray = True
 
     def _spawn(self) -> Any:
-        return self._actor_class.remote(self.env_id, self.env_kwargs)
+        return self._actor_class.remote(self.env_id, self.env_kwargs, list(sys.path))
 
     def _replace(self, i: int) -> None:
         ray = self._ray
@@ -366,6 +387,6 @@ def _join(shares: Sequence[tuple[Episodes, torch.Tensor | None]], horizon: int) 
             obs = episodes.observations.clone()
             n, _, b = episodes.rewards.shape
             obs[:, own:stop] = frozen.view(n, 1, b, *obs.shape[3:])
-            episodes = dataclasses.replace(episodes, observations=obs)
+            episodes = dataclasses.replace(episodes, observations=obs, success=episodes.successes())
         out.extend(episodes.unstack())
     return out

@@ -159,24 +159,31 @@ def navigation_paths(run: Any, path: str | Path, *, tasks: Sequence[dict[str, An
     steps (default ``inner.test_steps``): the episodes :func:`~metarl.rl.watch.adapt_to` samples and
     adapts on, so the figure shows the run's own inner loop. Navigation2D observes the position.
 
+    Bold: the path of the deterministic policy (the mean action) after each step, from
+    :func:`rollout_observations`; faint: the sampled episodes.
+
     Returns ``{"tasks": [...], "returns": [[R_0..R_K] per task], "paths": [[[path [L, 2]] per step]
-    per task]}``.
+    per task], "mean_paths": [[path [L, 2] per step] per task]}``.
     """
     from metarl.rl.watch import adapt_to
 
     chosen = _rl_tasks(run, tasks, seed, panels)
     results = []
+    means = []
     for task in chosen:
         episodes: list[Any] = []
         adaptation = adapt_to(run, task, steps=steps, seed=seed, episodes_out=episodes)
         results.append((adaptation, [episode_paths(e, paths_per_step) for e in episodes]))
+        means.append([rollout_observations(run, p, adaptation.task, seed) for p in adaptation.params])
     fig, axes = _figure(len(chosen), 3.8, 3.8)
-    for ax, (adaptation, by_step) in zip(axes, results):
+    for ax, (adaptation, by_step), mean_paths in zip(axes, results, means):
         colors = _step_colors(len(by_step) - 1)
         for k, paths in enumerate(by_step):
-            for j, xy in enumerate(paths):
-                ax.plot(xy[:, 0], xy[:, 1], color=colors[k], lw=1.2, alpha=0.9,
-                        label=f"{_step_label(k)} (return {adaptation.returns[k]:.1f})" if j == 0 else None)
+            for xy in paths:  # the sampled episodes the inner loop adapted on, faint
+                ax.plot(xy[:, 0], xy[:, 1], color=colors[k], lw=0.6, alpha=0.3)
+            xy = np.vstack([np.zeros((1, 2)), mean_paths[k][:, :2]])  # the mean action's path, from the start
+            ax.plot(xy[:, 0], xy[:, 1], color=colors[k], lw=2.2,
+                    label=f"{_step_label(k)} (return {adaptation.returns[k]:.1f})")
         goal = np.asarray(adaptation.task["goal"], dtype=float)
         ax.plot(*goal, marker="*", ms=14, color="tab:red", ls="", label="goal")
         ax.plot(0.0, 0.0, marker="o", ms=5, color="black", ls="", label="start")
@@ -185,32 +192,43 @@ def navigation_paths(run: Any, path: str | Path, *, tasks: Sequence[dict[str, An
         ax.set_ylabel("y")
         ax.set_title(_task_title(adaptation.task))
         _legend_below(ax)
-    fig.suptitle(f"{run.config.name}: sampled paths before and after adaptation (it {run.iteration})")
+    fig.suptitle(f"{run.config.name}: paths before and after adaptation (it {run.iteration}; bold: mean action)")
     _save(fig, path)
     return {"tasks": [a.task for a, _ in results], "returns": [a.returns for a, _ in results],
-            "paths": [by_step for _, by_step in results]}
+            "paths": [by_step for _, by_step in results], "mean_paths": means}
+
+
+def rollout_observations(run: Any, params: Any, task: dict[str, Any], seed: int) -> np.ndarray:
+    """The observations ``[L, obs_dim]`` after each step of one episode of the deterministic policy with
+    ``params`` on ``task``, in a plain Gymnasium loop reset with ``seed``."""
+    return np.asarray([obs for obs, _ in _deterministic_episode(run, params, task, seed)])
 
 
 def rollout_velocity(run: Any, params: Any, task: dict[str, Any], seed: int) -> np.ndarray:
     """The forward velocity (``info["x_velocity"]``) after each step of one episode of the
     deterministic policy with ``params`` on ``task``, in a plain Gymnasium loop reset with ``seed``."""
+    return np.asarray([float(info["x_velocity"]) for _, info in _deterministic_episode(run, params, task, seed)])
+
+
+def _deterministic_episode(run: Any, params: Any, task: dict[str, Any], seed: int) -> list[tuple[Any, dict]]:
+    """``(observation, info)`` after each step of one episode of the mean action with ``params`` on ``task``."""
     import gymnasium as gym
 
     from metarl.rl.build import env_kwargs
 
     env = gym.make(run.config.env.id, **env_kwargs(run.config))
     policy = run.policy(params, deterministic=True)
-    velocities = []
+    steps = []
     try:
         obs, _ = env.reset(seed=seed, options={"task": task})
         done = False
         while not done:
             obs, _, terminated, truncated, info = env.step(policy(obs))
-            velocities.append(float(info["x_velocity"]))
+            steps.append((np.asarray(obs), info))
             done = terminated or truncated
     finally:
         env.close()
-    return np.asarray(velocities)
+    return steps
 
 
 def velocity_tracking(run: Any, path: str | Path, *, tasks: Sequence[dict[str, Any]] | None = None,

@@ -132,6 +132,18 @@ def test_navigation_paths_are_the_observations_of_the_episodes_adapted_on(nav_ru
             length = int(e.masks[:, b].sum())
             np.testing.assert_array_equal(xy, e.observations[:length, b].numpy())
             np.testing.assert_array_equal(xy[0], [0.0, 0.0])  # every episode starts at the origin
+    # the bold paths: the mean action after each step, in a plain Gymnasium loop written here
+    (mean_paths,) = got["mean_paths"]
+    for params, mean in zip(want.params, mean_paths, strict=True):
+        env = gym.make("metarl/Navigation2D-v0")
+        policy, obs, done, seen = run.policy(params, deterministic=True), None, False, []
+        obs, _ = env.reset(seed=1, options={"task": task})
+        while not done:
+            obs, _, terminated, truncated, _ = env.step(policy(obs))
+            seen.append(obs)
+            done = terminated or truncated
+        env.close()
+        np.testing.assert_array_equal(mean, np.asarray(seen))
     held_out = figures.navigation_paths(run, tmp_path / "held_out.png", steps=1, seed=3)
     assert len(held_out["tasks"]) == figures.PANELS and all(len(p) == 2 for p in held_out["paths"])
 

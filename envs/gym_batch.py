@@ -310,20 +310,9 @@ class ProcessGymBatch:
 
     def close(self) -> None:
         """Stop the workers (Q, then the end of their stdin; killed if they do not exit within 10 s)."""
-        for proc in self._procs:
-            try:
-                _send(proc.stdin, b"Q", None)
-                proc.stdin.close()
-            except (BrokenPipeError, OSError, ValueError):
-                pass
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+        from metarl.envs.workers import stop_workers  # here: workers load this file alone, without metarl
+
+        stop_workers(self._procs, lambda stdin: _send(stdin, b"Q", None))
         self._procs = []
 
     def __del__(self) -> None:

@@ -39,6 +39,7 @@ from typing import Any
 import gymnasium
 import mujoco
 import numpy as np
+from metarl.envs.workers import stop_workers
 
 try:
     from mujoco import batch as mj_batch
@@ -272,20 +273,7 @@ class ProcessPhysics:
         self._call(b"S")
 
     def close(self) -> None:
-        for proc in self._procs:
-            try:
-                proc.stdin.write(b"Q")
-                proc.stdin.close()
-            except (BrokenPipeError, OSError, ValueError):
-                pass
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+        stop_workers(self._procs, lambda stdin: stdin.write(b"Q"))
         self._procs = []
 
     def __del__(self) -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ProMP beside MAML-TRPO at equal wall-clock budgets (RESULTS.md, "ProMP and MAML-TRPO").
+# ProMP beside MAML-TRPO at equal wall-clock budgets (RESULTS.md, "ProMP beside MAML-TRPO").
 # For each seed, MAML-TRPO and ProMP train side by side, one core each (one torch thread, one
 # physics worker), each stopped by the same --time-limit; then the best checkpoint of each
 # (by its validation return after one step) is evaluated after 0..3 steps on the same held-out

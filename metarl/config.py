@@ -175,6 +175,9 @@ class MAMLPPConfig:
                                 "as inner.first_order (0: off)")
     bn_per_step: bool = _f(False, "per-step batch-norm scales and shifts (BNWB), meta-learned, not adapted; "
                            "normalisation uses each step's batch statistics (BNRS has nothing left to add)")
+    rates_lr_scale: float = positive(1.0, "Adam step size of the learned inner rates (lslr, inner.learn_lr) "
+                                     "relative to optim.lr; 1 as MAML++'s code; below 1 where inner.lr is small "
+                                     "next to optim.lr")
 
 
 @dataclass

@@ -21,11 +21,12 @@ import torch
 from metarl.checkpoint import atomic_write_bytes, load_checkpoint
 from metarl.config import ConfigError, config_from_dict
 
-#: Config keys ``metarl evaluate --set`` may change: how to adapt at test time and where to run or
-#: find data, never what was trained.
+#: Config keys ``metarl evaluate --set`` may change: how to adapt at test time, how many points each
+#: held-out sinusoid is scored on (``task.query``; the Meta-SGD protocol uses 100), and where to run
+#: or find data, never what was trained.
 EVAL_KEYS = frozenset({
     "test_lr_decay", "sampler.backend", "sampler.num_workers", "sampler.address",
-    "dataset.root", "dataset.cache_dir", "dataset.download",
+    "dataset.root", "dataset.cache_dir", "dataset.download", "task.query",
 })
 
 

@@ -313,6 +313,37 @@ def test_learner_anneals_the_outer_step_and_resumes_on_the_same_curve():
         torch.testing.assert_close(p, q)
 
 
+def test_learned_rates_take_the_scaled_adam_step_through_the_cosine_schedule():
+    """Adam's first step moves every entry by its step size (to within eps): the weights by the outer
+    step, the learned rates by ``rates_lr_scale`` times it, on the cosine schedule too."""
+    for cosine in (0, 8):
+        lrn = learner(sinusoid_mlp(2), steps=2, lslr=True, rates_lr_scale=0.1, cosine_iterations=cosine,
+                      min_lr=1e-5, double=False)
+        w0 = {k: v.detach().clone() for k, v in lrn.module.named_parameters()}
+        r0 = {k: v.detach().clone() for k, v in lrn.lr_params.items()}
+        lrn.train_step(1, log=False)
+        step = cosine_lr(1e-3, 1e-5, 0, cosine) if cosine else 1e-3
+        moved_w = torch.cat([(v.detach() - w0[k]).abs().flatten() for k, v in lrn.module.named_parameters()])
+        moved_r = torch.cat([(v.detach() - r0[k]).abs().flatten() for k, v in lrn.lr_params.items()])
+        assert moved_w.max().item() == pytest.approx(step, rel=1e-3)
+        assert moved_r[moved_r > 0].min().item() == pytest.approx(0.1 * step, rel=1e-2)
+        assert moved_r.max().item() == pytest.approx(0.1 * step, rel=1e-3)
+        assert [g["lr"] for g in lrn.optimizer.param_groups] == pytest.approx([step, 0.1 * step])
+
+
+def test_gradient_clipping_covers_the_learned_rates():
+    """``grad_clip`` bounds the norm of the whole meta-gradient, the learned rates' part included."""
+    lrn = learner(sinusoid_mlp(3), steps=2, lslr=True, double=False)
+    lrn.grad_clip = 1e-3
+    metrics = lrn.train_step(1, log=True)
+    grads = [p.grad for group in lrn.optimizer.param_groups for p in group["params"]]
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    assert metrics["train/grad_norm"] > 1e-2  # it did clip
+    assert total.item() == pytest.approx(1e-3, rel=1e-4)
+    rates = torch.stack([torch.linalg.vector_norm(v.grad) for v in lrn.lr_params.values()])
+    assert torch.linalg.vector_norm(rates).item() < 1e-3
+
+
 # ---------------------------------------------------------------------------- configs and a learning run
 def test_shipped_presets_turn_the_switches_on():
     sin = load_config("sinusoid_mamlpp")

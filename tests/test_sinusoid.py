@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 import metarl
-from metarl.config import config_from_dict
+from metarl.config import ConfigError, config_from_dict
 from metarl.evaluate import evaluate
 from metarl.fewshot.sinusoid import SinusoidTasks
 from metarl.training import train
@@ -48,6 +49,14 @@ def test_short_run_adapts_on_held_out_tasks(tmp_path):
     assert maml[1] < 0.5 * maml[0], maml
     assert maml[10] < 0.3 * maml[0], maml
     assert maml[1] < pre[1] and maml[10] < 0.5 * pre[10], (maml, pre)
+
+    # Meta-SGD's protocol scores each held-out sinusoid on 100 query points: an evaluation-time key;
+    # what was trained (the support size K, the network) stays the run's
+    wide = evaluate(run, n_tasks=200, steps=1, seed=123, pretrain_iterations=0, overrides=[("task.query", 100)])
+    assert wide["overrides"] == {"task.query": 100}
+    assert [s["mean"] for s in wide["by_step"]] != maml[:2]
+    with pytest.raises(ConfigError, match="task.shots"):
+        evaluate(run, n_tasks=10, steps=1, overrides=[("task.shots", 5)])
 
     # the notebook API gives the same post-adaptation error as evaluate on a task of its own
     r = metarl.load(run)

@@ -57,7 +57,8 @@ def variant_kwargs(cfg: SinusoidConfig | ClassificationConfig) -> dict[str, Any]
     """The learner's MAML++ and ANIL arguments from ``cfg.mamlpp``, ``cfg.anil`` and ``cfg.optim`` (all off: MAML)."""
     m = cfg.mamlpp
     return {"anil": cfg.anil, "lslr": m.lslr, "msl_iterations": m.msl_iterations, "da_iterations": m.da_iterations,
-            "cosine_iterations": cfg.num_iterations if cfg.optim.cosine else 0, "min_lr": cfg.optim.min_lr}
+            "cosine_iterations": cfg.num_iterations if cfg.optim.cosine else 0, "min_lr": cfg.optim.min_lr,
+            "rates_lr_scale": m.rates_lr_scale}
 
 
 def run_inner(cfg: Any, learned: Any) -> tuple[LearningRate | StepRates, bool]:

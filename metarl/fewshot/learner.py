@@ -198,6 +198,8 @@ class SupervisedMAML:
             first order for the first ``da_iterations``; the Adam step size annealed to
             ``min_lr`` over ``cosine_iterations`` (:func:`cosine_lr`; 0: constant). Per-step
             batch norm is the module's own (``bn_steps`` of the classifiers). All off: MAML.
+        rates_lr_scale: the learned inner rates' (Meta-SGD, LSLR) Adam step size relative to the
+            weights' (1: one step size for all, as MAML++'s code).
     """
 
     def __init__(
@@ -225,6 +227,7 @@ class SupervisedMAML:
         cosine_iterations: int = 0,
         min_lr: float = 1e-5,
         checkpoint: bool = False,
+        rates_lr_scale: float = 1.0,
     ) -> None:
         self.device = torch.device(device)
         self.module = module.to(self.device)
@@ -253,8 +256,13 @@ class SupervisedMAML:
             else None
         )
         self.inner_lr = float(inner_lr)
-        trainable = list(module.parameters()) + (list(self.lr_params.parameters()) if self.lr_params else [])
-        self.optimizer = torch.optim.Adam(trainable, lr=outer_lr)
+        # the learned rates may take a smaller Adam step than the weights (``rates_lr_scale``): Adam moves
+        # every tensor by about its step size, which is a large fraction of a small inner rate
+        groups = [{"params": list(module.parameters()), "scale": 1.0}]
+        if self.lr_params is not None:
+            groups.append({"params": list(self.lr_params.parameters()), "lr": outer_lr * rates_lr_scale,
+                           "scale": float(rates_lr_scale)})
+        self.optimizer = torch.optim.Adam(groups, lr=outer_lr)
         self.loss_fn = make_loss(self.module, loss)
         self.generator = torch.Generator().manual_seed(seed)
         self.np_rng = np.random.default_rng(seed)
@@ -319,12 +327,16 @@ class SupervisedMAML:
         loss = self.meta_loss(batch, iteration, backward=chunked)
         if self.cosine_iterations > 0:
             for group in self.optimizer.param_groups:
-                group["lr"] = cosine_lr(self.outer_lr, self.min_lr, iteration - 1, self.cosine_iterations)
+                group["lr"] = group.get("scale", 1.0) * cosine_lr(self.outer_lr, self.min_lr, iteration - 1,
+                                                                   self.cosine_iterations)
         if not chunked:
             loss.backward()
         metrics: dict[str, float] = {}
         if self.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
+            # every trainable tensor, the learned inner rates too: one exploded inner loop must not
+            # fill Adam's second moment and stall the run for thousands of iterations
+            trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+            norm = torch.nn.utils.clip_grad_norm_(trainable, self.grad_clip)
             metrics["train/grad_norm"] = float(norm)
         self.optimizer.step()
         if log:

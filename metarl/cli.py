@@ -66,6 +66,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarl.config import parse_overrides
     from metarl.evaluate import evaluate, format_table, plot
 
+    if len(args.runs) > 1:
+        return _evaluate_several(args)
+    args.run = args.runs[0]
     if args.metaworld_official:
         return _metaworld_official(args)
     figure_run = _figure_run(args)  # before evaluating: a run without a figure fails at once
@@ -82,6 +85,71 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if figure_run is not None:
         _write_figure(args, figure_run)
     return 0
+
+
+def _default_out(run: str | Path, name: str) -> Path:
+    """Where an evaluation of ``run`` (a run directory or a checkpoint) writes ``name`` without ``--out``."""
+    run = Path(run)
+    return (run if run.is_dir() else run.parent) / name
+
+
+def _evaluate_several(args: argparse.Namespace) -> int:
+    """``metarl evaluate RUN1 RUN2 ...``: each run evaluated as if alone (its table, its ``RUN/eval.json``),
+    all on the same held-out tasks, then the pooled table (IQM with a stratified-bootstrap 95% interval,
+    mean of the run means and their range), written to ``--out`` if given."""
+    from metarl.config import parse_overrides
+    from metarl.evaluate import evaluate, format_pooled, format_table, pool_runs, write_json
+
+    single = [flag for flag, value in (("--figure", args.figure), ("--task", args.task),
+                                        ("--metaworld-official", args.metaworld_official), ("--plot", args.plot),
+                                        ("--baseline", args.baseline)) if value]
+    if single:
+        raise ConfigError(f"{', '.join(single)}: for one run only; with several runs `metarl evaluate` pools "
+                          "them (evaluate each run alone for that)")
+    overrides = parse_overrides(args.set)
+    _check_poolable(args, overrides)
+    results = []
+    for run in args.runs:
+        result = evaluate(run, n_tasks=args.tasks, steps=args.steps, shots=args.shots, seed=args.seed,
+                          pretrain_iterations=args.pretrain_iterations, overrides=overrides)
+        print(f"{run}: {format_table(result)}\n")
+        out = _default_out(run, "eval.json")
+        write_json(result, out)
+        print(f"[metarl] wrote {out}", file=sys.stderr)
+        results.append(result)
+    pooled = {"runs": [str(run) for run in args.runs], **pool_runs(results)}
+    print(format_pooled(pooled))
+    if args.out:
+        write_json(pooled, args.out)
+        print(f"[metarl] wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _check_poolable(args: argparse.Namespace, overrides: list[tuple[str, Any]]) -> None:
+    """Before evaluating anything: the runs are of one benchmark (family and name), get the same number
+    of tasks and steps, and write their ``eval.json`` to different places."""
+    from metarl.checkpoint import load_checkpoint
+    from metarl.config import config_from_dict
+
+    seen: dict[Path, str] = {}
+    what = {}
+    for run in args.runs:
+        out = _default_out(run, "eval.json")
+        if out.resolve() in seen:
+            raise ConfigError(f"{seen[out.resolve()]} and {run} are one run (both would write {out}); "
+                              "give each run once")
+        seen[out.resolve()] = run
+        cfg = config_from_dict(load_checkpoint(run)["config"], overrides)
+        what[run] = {"benchmark": f"{cfg.name} ({cfg.benchmark})",
+                     "--tasks": args.tasks if args.tasks is not None else cfg.eval.test_tasks,
+                     "--steps": args.steps if args.steps is not None else cfg.inner.test_steps}
+    first = args.runs[0]
+    for key, value in what[first].items():
+        other = next((run for run in args.runs if what[run][key] != value), None)
+        if other is not None:
+            hint = "pool runs of one benchmark" if key == "benchmark" else f"give {key} explicitly"
+            raise ConfigError(f"cannot pool runs of different {key.lstrip('-')}: {first} has {value}, {other} has "
+                              f"{what[other][key]}; {hint}")
 
 
 def _metaworld_official(args: argparse.Namespace) -> int:
@@ -137,10 +205,7 @@ def _write_result(args: argparse.Namespace, result: dict[str, Any], default_name
     """Write an evaluation's JSON (``--out``, else ``default_name`` in the run directory) and its plot."""
     from metarl.evaluate import write_json
 
-    out = args.out
-    if out is None:
-        run = Path(args.run)
-        out = (run if run.is_dir() else run.parent) / default_name
+    out = args.out if args.out is not None else _default_out(args.run, default_name)
     write_json(result, out)
     print(f"[metarl] wrote {out}", file=sys.stderr)
     if args.plot:
@@ -251,12 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="adapt on fresh held-out tasks; JSON (+ plot)")
-    e.add_argument("run", metavar="RUN_DIR|CHECKPOINT")
+    e.add_argument("runs", nargs="+", metavar="RUN_DIR|CHECKPOINT",
+                   help="one run; or several runs (seeds) of one benchmark, evaluated on the same tasks and pooled: "
+                        "IQM with a stratified-bootstrap 95%% CI, mean over runs and their range")
     e.add_argument("--tasks", type=int, help="held-out tasks (default: eval.test_tasks of the run)")
     e.add_argument("--steps", type=int, help="gradient steps (default: inner.test_steps of the run)")
     e.add_argument("--shots", type=int, help="K support examples (sinusoid)")
     e.add_argument("--seed", type=int, default=1, help="seed of the held-out tasks")
-    e.add_argument("--out", help="JSON file (default RUN_DIR/eval.json)")
+    e.add_argument("--out", help="JSON file (default RUN_DIR/eval.json); with several runs the pooled JSON (each "
+                                 "run's still goes to its RUN_DIR/eval.json)")
     e.add_argument("--plot", help="PNG file of the adaptation curves")
     e.add_argument("--figure", metavar="FILE.png",
                    help="the run's behaviour before and after adapting: sinusoid fits after 0, 1 and K steps; "

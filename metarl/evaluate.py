@@ -4,9 +4,11 @@ Output schema (DESIGN.md)::
 
     {"benchmark": str, "metric": "return"|"mse"|"accuracy", "n_tasks": N,
      "by_step": [{"step": k, "mean": float, "ci95": float}, ...],
-     "baselines": {name: {"by_step": [...]}, ...}, ...}
+     "baselines": {name: {"by_step": [...]}, ...}, ...,
+     "per_task": [[float] * N] * (K + 1)}
 
-``ci95`` is 1.96 standard errors of the per-task metric.
+``ci95`` is 1.96 standard errors of the per-task metric. ``per_task`` is the run's metric on each
+held-out task after each step, so that runs evaluated on the same tasks can be pooled (:func:`pool_runs`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from metarl.checkpoint import atomic_write_bytes, load_checkpoint
 from metarl.config import ConfigError, config_from_dict
+from metarl.stats import iqm, stratified_bootstrap_ci
 
 #: Config keys ``metarl evaluate --set`` may change: how to adapt at test time, how many points each
 #: held-out sinusoid is scored on (``task.query``; the Meta-SGD protocol uses 100), and where to run
@@ -77,6 +81,7 @@ def evaluate(
         cfg, state["learner"], n_tasks=n_tasks, steps=steps, seed=seed, shots=shots, baselines=base_states,
         pretrain_iterations=pretrain_iterations,
     )
+    per_task = body.pop("per_task")
     return {
         "benchmark": cfg.name,
         "metric": body.pop("metric"),
@@ -88,6 +93,7 @@ def evaluate(
         "algorithm": getattr(cfg, "algorithm", "maml"),
         "seed": seed,
         **body,
+        "per_task": per_task,  # last: the long part of the JSON
     }
 
 
@@ -112,8 +118,74 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: Keys whose values must agree for runs to have been evaluated on the same held-out tasks.
+SAME_TASKS = ("benchmark", "metric", "n_tasks", "seed", "shots", "overrides")
+
+
+def pool_runs(results: Sequence[dict[str, Any]], *, reps: int = 2000, seed: int = 0,
+              level: float = 0.95) -> dict[str, Any]:
+    """Pool the evaluations of several runs (seeds) on the same held-out tasks, per step: the IQM of the
+    pooled ``[runs, tasks]`` metric with its stratified-bootstrap interval (:mod:`metarl.stats`), the mean
+    of the runs' means and their min and max (the spread between runs).
+
+    Raises :class:`ConfigError` (a ``ValueError``) naming the key where the runs differ (benchmark,
+    metric, ``n_tasks``, evaluation ``seed``, shots, overrides, steps) or a result without ``per_task``.
+    """
+    if not results:
+        raise ConfigError("pool_runs: no results to pool")
+    for key in SAME_TASKS:
+        values = [r.get(key) for r in results]
+        if any(v != values[0] for v in values):
+            raise ConfigError(f"cannot pool runs evaluated differently: {key} differs ({values}); evaluate "
+                              "every run on the same held-out tasks (same benchmark, --tasks, --seed, --shots, --set)")
+    missing = [i for i, r in enumerate(results) if "per_task" not in r]
+    if missing:
+        raise ConfigError(f"cannot pool: result(s) {missing} have no per_task scores (evaluate them again)")
+    curves = [np.asarray(r["per_task"], dtype=np.float64) for r in results]
+    shapes = [c.shape for c in curves]
+    if any(s != shapes[0] or len(s) != 2 or s[1] != results[0]["n_tasks"] for s in shapes):
+        raise ConfigError(f"cannot pool: per_task shapes {shapes} differ (steps) or disagree with n_tasks "
+                          f"{results[0]['n_tasks']}")
+    scores = np.stack(curves, axis=1)  # [K+1, runs, tasks]
+    run_means = scores.mean(axis=2)  # [K+1, runs]
+    by_step = []
+    for k, m in enumerate(scores):
+        lo, hi = stratified_bootstrap_ci(m, iqm, reps=reps, seed=seed, level=level)
+        by_step.append({"step": k, "iqm": iqm(m), "iqm_ci": [lo, hi], "mean": float(run_means[k].mean()),
+                        "min": float(run_means[k].min()), "max": float(run_means[k].max())})
+    first = results[0]
+    return {
+        **{key: first[key] for key in SAME_TASKS if key in first},
+        "n_runs": len(results),
+        "iterations": [r.get("iteration") for r in results],
+        "bootstrap": {"reps": reps, "seed": seed, "level": level, "strata": "tasks"},
+        "by_step": by_step,
+    }
+
+
+def format_pooled(pooled: dict[str, Any]) -> str:
+    """The pooled table of :func:`pool_runs`: per step the IQM with its bootstrap interval, the mean of
+    the run means and their range."""
+    level = round(100 * pooled["bootstrap"]["level"])
+    head = (f"{pooled['metric']} on {pooled['n_tasks']} held-out tasks ({pooled['benchmark']}), pooled over "
+            f"{pooled['n_runs']} runs: IQM [{level}% stratified-bootstrap CI], mean of run means [min, max]")
+    lines = [head, f"{'step':>4}  {'IQM':>10}  {f'{level}% CI':<23}  {'mean':>10}  run means"]
+    for s in pooled["by_step"]:
+        lo, hi = s["iqm_ci"]
+        lines.append(f"{s['step']:>4d}  {s['iqm']:>10.4g}  {f'[{lo:.4g}, {hi:.4g}]':<23}  {s['mean']:>10.4g}  "
+                     f"[{s['min']:.4g}, {s['max']:.4g}]")
+    return "\n".join(lines)
+
+
 def write_json(result: dict[str, Any], path: str | Path) -> None:
-    atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
+    """The result as indented JSON, ``per_task`` one line per step (600 tasks x 11 steps would
+    otherwise take 6,600 lines)."""
+    rows = result.get("per_task")
+    text = json.dumps({k: v for k, v in result.items() if k != "per_task"}, indent=2)
+    if rows is not None:
+        body = ",\n    ".join(json.dumps(row) for row in rows)
+        text = text[:-2] + f',\n  "per_task": [\n    {body}\n  ]\n}}'
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 #: Which way is better for each metric, said on the plots' y axis.

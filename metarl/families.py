@@ -28,7 +28,8 @@ class Family:
         build_learner: ``cfg -> learner`` for :func:`metarl.training.train` (``train_step``,
             ``validate``, ``state_dict``/``load_state_dict``, ``best_key``/``best_mode``, ``close``).
         evaluate: ``(cfg, learner_state, *, n_tasks, steps, seed, shots, baselines,
-            pretrain_iterations) -> {"metric", "by_step", "baselines", ...}`` for ``metarl evaluate``.
+            pretrain_iterations) -> {"metric", "by_step", "baselines", "per_task", ...}`` for ``metarl evaluate``
+            (``per_task``: the run's ``[K+1, N]`` curve as nested lists).
         module: ``cfg -> nn.Module`` that a checkpoint's ``learner["model"]`` loads into.
         transform: ``(cfg, raw) -> tensor``: the run's input preprocessing.
         adapt: ``(run, *data, steps) -> Params``: the run's test-time inner loop (``run.adapt``).

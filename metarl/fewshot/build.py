@@ -167,10 +167,12 @@ class SupervisedEvaluation:
 
         lr, anil = run_inner(cfg, learner_state.get("lr_params"))
 
+        def raw_curve(module: nn.Module, lr: Any, name: str) -> torch.Tensor:
+            return adaptation_curve(module, dict(module.named_parameters()), batch, loss=self.loss, lr=lr, steps=steps,
+                                    anil=anil, desc=f"evaluate {name}")
+
         def curve_of(module: nn.Module, lr: Any, name: str) -> list[dict[str, float]]:
-            c = adaptation_curve(module, dict(module.named_parameters()), batch, loss=self.loss, lr=lr, steps=steps,
-                                 anil=anil, desc=f"evaluate {name}")
-            return summarize(c)
+            return summarize(raw_curve(module, lr, name))
 
         model = factory()
         model.load_state_dict(learner_state["model"])
@@ -185,8 +187,9 @@ class SupervisedEvaluation:
             m = self.pretrained(cfg, pretrain_iterations)
             out_baselines["pretrained"] = {"by_step": curve_of(m, cfg.inner.lr, "pretrained"),
                                          "iterations": pretrain_iterations}
-        return {"metric": self.metric, "by_step": curve_of(model, lr, "run"), "baselines": out_baselines,
-                "shots": shots if shots is not None else self.shots(cfg)}
+        curve = raw_curve(model, lr, "run")
+        return {"metric": self.metric, "by_step": summarize(curve), "baselines": out_baselines,
+                "shots": shots if shots is not None else self.shots(cfg), "per_task": curve.tolist()}
 
 
 def _as_tensor(value: Any, name: str) -> torch.Tensor:

@@ -163,7 +163,7 @@ def evaluate_rl(
                                desc="evaluate random"))}}
         for name, state in baselines.items():
             out[name] = {"by_step": summarize(_baseline_curve(cfg, name, state, tasks, steps, sampler, seed))}
-        result = {"metric": "return", "by_step": summarize(curve), "baselines": out}
+        result = {"metric": "return", "by_step": summarize(curve), "baselines": out, "per_task": curve.tolist()}
         if success is not None:  # the success rate by step, where the env reports one (Meta-World)
             result["success"] = summarize(success)
         return result

@@ -1,0 +1,163 @@
+"""IQM and the stratified bootstrap (Agarwal et al. 2021) against hand computations and invariants, and
+`metarl evaluate RUN1 RUN2` pooling two tiny sinusoid runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metarl.cli import main
+from metarl.config import config_from_dict
+from metarl.evaluate import pool_runs
+from metarl.stats import iqm, stratified_bootstrap_ci
+from metarl.training import train
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("scores, expected", [
+    ([1, 2, 3, 4], 2.5),                                 # n = 4: drop 1 each end
+    ([8, 1, 7, 2, 6, 3, 5, 4], 4.5),                     # n = 8, unsorted: mean of 3, 4, 5, 6
+    ([10, 0, 1, 2, 100], 13 / 3),                        # n = 5: floor(5/4) = 1 each end, the middle 3 kept
+    ([1000, 1, 2, 3, 4, 5, -1000], 3.0),                 # n = 7: the outliers go
+    ([5, -1, 2], 2.0),                                   # n = 3: nothing dropped, the plain mean
+    ([[1, 2], [3, 100]], 2.5),                           # a matrix: all entries pooled
+    (list(range(10)), 4.5),                              # n = 10: drop 2 each end, mean of 2..7
+])
+def test_iqm_by_hand(scores, expected):
+    assert iqm(np.array(scores, dtype=float)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_iqm_invariants():
+    x = np.random.default_rng(0).normal(size=(7, 13))
+    assert iqm(np.random.default_rng(1).permutation(x.ravel())) == pytest.approx(iqm(x))
+    assert iqm(3 * x - 2) == pytest.approx(3 * iqm(x) - 2)
+
+
+def test_identical_runs_give_a_zero_width_interval_where_pooled_resampling_would_not():
+    column = np.random.default_rng(0).normal(size=30)
+    scores = np.tile(column, (5, 1))  # [runs, tasks], every run the same: each task column is constant
+    lo, hi = stratified_bootstrap_ci(scores, reps=500)
+    assert lo == hi == iqm(scores)
+    # resampling all entries regardless of task (no strata) mixes tasks: the interval has a width
+    rng = np.random.default_rng(0)
+    flat = scores.ravel()
+    pooled = [iqm(flat[rng.integers(0, flat.size, flat.size)]) for _ in range(500)]
+    assert np.quantile(pooled, 0.975) - np.quantile(pooled, 0.025) > 0.05
+
+
+def test_each_replicate_keeps_every_task_in_its_column():
+    scores = np.arange(4 * 6, dtype=float).reshape(4, 6) ** 1.5  # each column its own range of values
+    lo_col, hi_col = scores.min(0), scores.max(0)
+
+    def within_columns(m: np.ndarray) -> float:
+        assert m.shape == scores.shape
+        return float(((m >= lo_col) & (m <= hi_col)).all())
+
+    assert stratified_bootstrap_ci(scores, within_columns, reps=200) == (1.0, 1.0)
+
+
+def test_interval_covers_the_population_iqm():
+    # the IQM of N(mu, 1) is mu (symmetric); a seeded [runs, tasks] sample, then a small coverage count
+    scores = np.random.default_rng(3).normal(3.0, 1.0, size=(5, 40))
+    lo, hi = stratified_bootstrap_ci(scores, reps=2000, seed=0)
+    assert lo < iqm(scores) < hi and lo < 3.0 < hi
+    assert stratified_bootstrap_ci(scores, reps=2000, seed=0) == (lo, hi)  # seeded
+    covered = [lo <= 0.0 <= hi for lo, hi in (
+        stratified_bootstrap_ci(np.random.default_rng(s).normal(size=(4, 20)), reps=300, seed=s) for s in range(40))]
+    assert sum(covered) >= 32, sum(covered)  # nominal 95%: 38 expected
+
+
+def result(per_task: np.ndarray, **over) -> dict:
+    out = {"benchmark": "tiny", "metric": "mse", "n_tasks": per_task.shape[1], "seed": 1, "iteration": 10,
+           "by_step": [], "baselines": {}, "per_task": per_task.tolist()}
+    return {**out, **over}
+
+
+def test_pool_runs_pools_and_refuses_different_tasks():
+    rng = np.random.default_rng(0)
+    curves = [rng.normal(size=(3, 8)) for _ in range(3)]  # 3 runs, steps 0..2, 8 tasks
+    pooled = pool_runs([result(c) for c in curves], reps=300)
+    assert pooled["n_runs"] == 3 and [s["step"] for s in pooled["by_step"]] == [0, 1, 2]
+    for k, s in enumerate(pooled["by_step"]):
+        matrix = np.stack([c[k] for c in curves])
+        means = matrix.mean(1)
+        assert s["iqm"] == pytest.approx(iqm(matrix))
+        assert s["mean"] == pytest.approx(means.mean()) and (s["min"], s["max"]) == pytest.approx((means.min(),
+                                                                                                   means.max()))
+        assert s["iqm_ci"][0] <= s["iqm"] <= s["iqm_ci"][1]
+    with pytest.raises(ValueError, match="n_tasks"):
+        pool_runs([result(curves[0]), result(curves[1][:, :6])])
+    with pytest.raises(ValueError, match="seed"):
+        pool_runs([result(curves[0]), result(curves[1], seed=2)])
+    with pytest.raises(ValueError, match="per_task"):
+        pool_runs([result(curves[0]), {k: v for k, v in result(curves[1]).items() if k != "per_task"}])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+
+    def tiny(name: str, seed: int, iterations: int = 50):
+        cfg = config_from_dict({
+            "benchmark": "sinusoid", "name": name, "seed": seed, "num_iterations": iterations, "meta_batch_size": 5,
+            "log_every": iterations, "checkpoint_every": iterations, "eval": {"every": iterations, "tasks": 5},
+        })
+        return str(train(cfg, logdir=root / f"{name}-{seed}", quiet=True))
+
+    return tiny("tiny", 0), tiny("tiny", 1), tiny("other", 0, iterations=2)
+
+
+def test_evaluate_pools_several_runs(runs, tmp_path, capsys):
+    run1, run2, _ = runs
+    out = tmp_path / "pooled.json"
+    assert main(["evaluate", run1, run2, "--tasks", "20", "--steps", "2", "--pretrain-iterations", "0",
+                 "--out", str(out)]) == 0
+    pooled = json.loads(out.read_text())
+    each = [json.loads((Path(run) / "eval.json").read_text()) for run in (run1, run2)]
+    assert pooled["runs"] == [run1, run2] and pooled["n_runs"] == 2 and pooled["n_tasks"] == 20
+    for r in each:
+        assert np.asarray(r["per_task"]).shape == (3, 20) and r["n_tasks"] == 20
+        assert [s["mean"] for s in r["by_step"]] == pytest.approx(np.asarray(r["per_task"]).mean(1), rel=1e-5)
+    assert each[0]["per_task"] != each[1]["per_task"]  # two runs, the same tasks
+    for k, s in enumerate(pooled["by_step"]):
+        assert s["iqm"] == pytest.approx(iqm(np.stack([r["per_task"][k] for r in each])), rel=1e-12)
+        assert s["iqm_ci"][0] <= s["iqm"] <= s["iqm_ci"][1]
+    printed = capsys.readouterr().out
+    assert "pooled over 2 runs" in printed and printed.count("MAML") == 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--plot", "p.png"], "--plot: for one run only"),
+    (["--baseline", "b=x"], "--baseline: for one run only"),
+    (["--figure", "f.png", "--task", "goal=1"], "--figure, --task: for one run only"),
+])
+def test_evaluate_several_refuses_single_run_options(runs, capsys, extra, message):
+    assert main(["evaluate", runs[0], runs[1], *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("metarl: error: ") and message in err and "\n" not in err
+
+
+def test_evaluate_several_refuses_other_benchmarks_and_one_run_twice(runs, capsys):
+    run1, _, other = runs
+    assert main(["evaluate", run1, other, "--tasks", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "different benchmark" in err and "other (sinusoid)" in err and "\n" not in err
+    assert main(["evaluate", run1, run1 + "/", "--tasks", "2"]) == 2
+    assert "give each run once" in capsys.readouterr().err
+
+
+def test_result_json_keeps_per_task_on_one_line_per_step(tmp_path):
+    from metarl.evaluate import write_json
+
+    result = {"benchmark": "b", "by_step": [{"step": 0, "mean": 1.0}], "per_task": [[1.0, 2.5], [3.0, -1.0]]}
+    write_json(result, tmp_path / "r.json")
+    text = (tmp_path / "r.json").read_text()
+    assert json.loads(text) == result
+    assert "[1.0, 2.5]" in text and "[3.0, -1.0]" in text
+    write_json({"a": 1}, tmp_path / "s.json")
+    assert json.loads((tmp_path / "s.json").read_text()) == {"a": 1}

@@ -32,14 +32,15 @@ test-ray: bootstrap
 	$(VENV)/python -m pytest -q -m ray
 
 ## the Meta-World extra on MuJoCo 3.3 (metaworld pins mujoco==3.3.0) in a second venv, .venv-mw: the
-## Meta-World tests and the sampler tests, whose MuJoCo envs then step on worker processes (no mujoco.batch)
+## Meta-World tests and the sampler's step-for-step checks against Gymnasium, whose MuJoCo envs then step on
+## worker processes (no mujoco.batch)
 test-metaworld:
 	@test -x .venv-mw/bin/python || python3 -m venv .venv-mw
 	@.venv-mw/bin/python -c 'import torch' 2>/dev/null || .venv-mw/bin/python -m pip install -q \
 		"torch==$${METARL_TORCH_VERSION:-2.13.0}" 2>&1 | grep -v -i warning || true
 	.venv-mw/bin/python -m pip install -q -e ".[metaworld,dev]" 2>&1 | grep -v -i -E "warning|^ *!!|wheel_obj|^$$" || true
 	.venv-mw/bin/python -c 'import metarl.envs, metaworld, mujoco; assert mujoco.__version__ < "4", mujoco.__version__'
-	.venv-mw/bin/python -m pytest -q tests/test_metaworld.py tests/test_sampler.py
+	.venv-mw/bin/python -m pytest -q tests/test_metaworld.py tests/test_sampler.py -k "metaworld or equals_gymnasium or bad_actions"
 
 test-slow: bootstrap
 	$(VENV)/python -m pytest -q -m "slow"

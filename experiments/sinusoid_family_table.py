@@ -12,7 +12,8 @@ import math
 import sys
 from pathlib import Path
 
-METHODS = [("maml", "MAML"), ("metasgd", "Meta-SGD"), ("anil", "ANIL"), ("mamlpp", "MAML++")]
+METHODS = [("maml", "MAML"), ("metasgd", "Meta-SGD"), ("anil", "ANIL"), ("mamlpp", "MAML++"),
+           ("maml5steps", "MAML, 5 inner steps in training")]
 SHOTS = (5, 10, 20)
 #: Li et al. 2017 (arXiv 1707.09835) Table 1, one step, MSE ± 95% CI; only K = 5 is quoted here
 #: (the K = 10 and 20 columns were not checked against the paper).
@@ -24,7 +25,7 @@ def cell(run: Path, step: int) -> str:
     """``mean ± ci95`` after ``step`` steps, or why there is none."""
     path = run / "eval.json"
     if not path.exists():
-        return "not run"
+        return "-"
     by_step = {s["step"]: s for s in json.loads(path.read_text())["by_step"]}
     s = by_step.get(step)
     if s is None:

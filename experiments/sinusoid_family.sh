@@ -32,4 +32,6 @@ for k in 5 10 20; do
   train "metasgd-k$k" sinusoid "$k" --set inner.learn_lr=true
   train "anil-k$k" sinusoid_anil "$k"
 done
+# the ablation behind MAML++'s K=5 number: MAML trained with MAML++'s 5 inner steps
+train maml5steps-k5 sinusoid 5 --set inner.steps=5
 python experiments/sinusoid_family_table.py "$out"

@@ -24,6 +24,7 @@ from metarl.rl.generic_sampler import GenericSampler
 from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, policy_distribution
 from metarl.rl.sampler import SeedStreams, make_sampler
 from metarl.training import train
+from tests.walk_env import GoalTasks
 
 torch.set_num_threads(1)
 
@@ -32,7 +33,7 @@ PENDULUM = "goal_pendulum:examples/GoalPendulum-v0"
 LINE = "metarl_test/Line-v0"
 
 
-class LineEnv(gym.Env):
+class LineEnv(GoalTasks, gym.Env):
     """A point on a line walks to a goal it does not see (unless ``oracle``); actions left / stay / right;
     the episode terminates within 0.1 of the goal. Follows the task protocol."""
 
@@ -42,17 +43,9 @@ class LineEnv(gym.Env):
         self.action_space = gym.spaces.Discrete(3)
         self._goal, self._x = 0.0, 0.0
 
-    @property
-    def task(self) -> dict:
-        return {"goal": self._goal}
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict]:
-        return [{"goal": float(g)} for g in rng.uniform(-0.5, 0.5, size=n)]
-
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        if options and "task" in options:
-            self._goal = float(options["task"]["goal"])
+        self.take_task(options)
         self._x = float(self.np_random.uniform(-0.1, 0.1))
         return self._obs(), {}
 

@@ -8,7 +8,25 @@ import gymnasium as gym
 import numpy as np
 
 
-class WalkEnv(gym.Env):
+class GoalTasks:
+    """The task protocol of the test envs: a goal drawn from U[-0.5, 0.5], set by
+    ``reset(options={"task": task})`` (:meth:`take_task`) and readable back as ``task``."""
+
+    _goal = 0.0
+
+    @property
+    def task(self) -> dict:
+        return {"goal": self._goal}
+
+    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict]:
+        return [{"goal": float(g)} for g in rng.uniform(-0.5, 0.5, size=n)]
+
+    def take_task(self, options: dict | None) -> None:
+        if options and "task" in options:
+            self._goal = float(options["task"]["goal"])
+
+
+class WalkEnv(GoalTasks, gym.Env):
     """A point walks to a goal it does not see; ``discrete``: left / stay / right, else a step in [-1, 1]
     (float32 arithmetic, so a wrong action dtype would show). Terminates within 0.05 of the goal, reports
     ``info["success"]`` there; ``fail_at`` raises on that step (to test errors)."""
@@ -19,17 +37,9 @@ class WalkEnv(gym.Env):
         self.discrete, self.fail_at = discrete, fail_at
         self._goal, self._x, self._t = 0.0, np.float32(0.0), 0
 
-    @property
-    def task(self) -> dict:
-        return {"goal": self._goal}
-
-    def sample_tasks(self, n: int, rng: np.random.Generator) -> list[dict]:
-        return [{"goal": float(g)} for g in rng.uniform(-0.5, 0.5, size=n)]
-
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
-        if options and "task" in options:
-            self._goal = float(options["task"]["goal"])
+        self.take_task(options)
         self._x, self._t = np.float32(self.np_random.uniform(-0.2, 0.2)), 0
         return self._obs(), {}
 

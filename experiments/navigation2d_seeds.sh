@@ -4,19 +4,23 @@
 # same 400 held-out goals (`--seed 1`, as every 2D-navigation table) after 0..3 steps, then all runs
 # pooled: mean over seeds, and the interquartile mean with a stratified-bootstrap 95% interval
 # (Agarwal et al. 2021).
-# Usage: bash experiments/navigation2d_seeds.sh [OUT_DIR] [SEED ...]     (default seeds 1-5)
-#   About 11 minutes per seed on one core; runs that exist are resumed unless finished.
+# Usage: bash experiments/navigation2d_seeds.sh [OUT_DIR] [SEED ...] [--set key=value ...]  (default seeds 1-5)
+#   About 11 minutes per seed on one core; runs that exist are resumed unless finished. The `--set`
+#   arguments go to `metarl train` when a run starts (e.g. --set sampler.num_workers=1 --set update_threads=1
+#   to keep a run on one core).
 set -euo pipefail
 out=${1:-runs/navigation2d-seeds}
 shift || true
-seeds=("$@")
+seeds=()
+while [ $# -gt 0 ] && [[ $1 != -* ]]; do seeds+=("$1"); shift; done
+extra=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(1 2 3 4 5)
 mkdir -p "$out"
 runs=()
 for s in "${seeds[@]}"; do
   dir=$out/seed-$s
   if [ ! -f "$dir/checkpoints/last.pt" ]; then
-    metarl train navigation2d_lvc --seed "$s" --logdir "$dir" --overwrite
+    metarl train navigation2d_lvc --seed "$s" --logdir "$dir" --overwrite ${extra[@]+"${extra[@]}"}
   elif ! tail -n 1 "$dir/metrics.csv" | grep -q "^500,"; then
     metarl train --resume "$dir"
   fi

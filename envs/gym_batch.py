@@ -4,9 +4,10 @@ This is the numpy half of the generic sampler (:class:`metarl.rl.generic_sampler
 tensors on it). :class:`GymBatch` holds ``num_envs`` envs made with ``gymnasium.make(spec, **env_kwargs)``;
 :class:`ProcessGymBatch` gives the same interface over worker processes, each holding a
 :class:`GymBatch` for a contiguous slice of the sub-envs, so that every core steps envs while the caller
-runs the policy once for the whole batch. Both return the same numbers bit for bit: each sub-env is
-the same Gymnasium env, reset with the same seed and task and stepped with the same action array
-(same values, same dtype), whichever process holds it.
+runs the policy once for the whole batch, or so that each worker runs whole rollouts of its slice
+with a copy of the policy (``rollouts``: no message per step; the generic sampler's fast path). Both
+return the same numbers bit for bit: each sub-env is the same Gymnasium env, reset with the same seed
+and task and stepped with the same action array (same values, same dtype), whichever process holds it.
 
 Interface (``B`` sub-envs, numpy arrays):
 
@@ -17,17 +18,18 @@ Interface (``B`` sub-envs, numpy arrays):
   truncated stays frozen (its last observation, reward 0) until the next reset;
 - ``success``: ``[B]`` bool, ``info["success"]`` true at some step since the reset, or ``None`` when no
   sub-env has reported a ``"success"``;
-- ``resize(n)`` uses ``n`` sub-envs from then on (a pool: envs are made when needed, never dropped);
-  ``close()``.
+- ``resize(n, unit=1)`` uses ``n`` sub-envs from then on (a pool: envs are made when needed, never
+  dropped; workers hold whole blocks of ``unit``); ``close()``.
 
 Workers are fresh interpreters that load this file by path (``python -c``), not ``multiprocessing``
 children: nothing of the caller's ``__main__`` runs again, no process holding torch's threads is
 forked, and this module imports neither torch nor ``metarl`` (a worker that steps a plain Gymnasium
-env starts in well under a second). They get the caller's ``sys.path`` and ``OMP_NUM_THREADS=1``.
+env starts in well under a second; its first rollout imports them). They get the caller's ``sys.path``
+and ``OMP_NUM_THREADS=1``.
 The env travels as its registered ``EnvSpec`` (pickled: its entry point by module and name, so a
 ``module:Id`` env, or one registered in an importable module, is made in the worker without it being
 registered there). Protocol on the worker's stdin / stdout: messages ``tag (1 byte) + length (4 bytes) +
-pickle``; the caller sends M (make), N (resize), R (reset), S (step), Q (quit); the worker answers
+pickle``; the caller sends M (make), N (resize), R (reset), S (step), O (rollout), Q (quit); the worker answers
 K with the result, or E with its traceback. A worker exits on Q or at the end of its stdin (so it
 never outlives its caller) and ignores SIGINT (Ctrl-C reaches the caller, which closes its workers).
 """
@@ -67,10 +69,12 @@ class GymBatch:
         self.resize(num_envs)
         first = self.envs[0]
         self.observation_shape = tuple(first.observation_space.shape)
+        self.action_shape = tuple(first.action_space.shape or ())
         self._discrete = isinstance(first.action_space, gymnasium.spaces.Discrete)
 
-    def resize(self, num_envs: int) -> None:
-        """Use ``num_envs`` sub-envs from now on (made when the pool has fewer; extra ones stay idle)."""
+    def resize(self, num_envs: int, unit: int = 1) -> None:
+        """Use ``num_envs`` sub-envs from now on (made when the pool has fewer; extra ones stay idle; ``unit``
+        is :class:`ProcessGymBatch`'s and changes nothing in one process)."""
         if num_envs < 1:
             raise ValueError(f"GymBatch: num_envs must be >= 1, got {num_envs}")
         try:
@@ -157,6 +161,10 @@ def _handle(batch: GymBatch | None, tag: bytes, arg: Any) -> tuple[GymBatch | No
         return batch, batch.reset(*arg)
     if tag == b"S":
         return batch, (*batch.step(arg), batch.success)
+    if tag == b"O":  # a whole rollout with the policy here: torch and metarl are imported on the first one only
+        from metarl.rl.generic_sampler import worker_rollout
+
+        return batch, (worker_rollout(batch, *arg), batch.success)
     raise ValueError(f"unknown command {tag!r}")
 
 
@@ -235,8 +243,8 @@ class ProcessGymBatch:
         except BaseException:
             self.close()
             raise
-        self.num_envs = len(self._slices)
-        self._success: np.ndarray | None = None
+        self.num_envs = self._slices[-1][1]
+        self._parts: list[np.ndarray | None] = [None] * len(self._slices)  # each worker's success flags
         if num_envs < num_workers:
             self.resize(num_envs)
 
@@ -247,30 +255,45 @@ class ProcessGymBatch:
 
     def _call(self, messages: Sequence[tuple[bytes, Any]]) -> list[Any]:
         """Send ``messages[j]`` to worker ``j`` (all first, so that they run at once), then read the replies."""
-        if not self._procs:
-            raise RuntimeError(f"{self.name}: the env workers are closed")
+        self._check_open()
         sent, errors = [], []
         for j, (tag, arg) in enumerate(messages):
-            try:
-                _send(self._procs[j].stdin, tag, arg)
+            error = self._send_to(j, tag, arg)
+            if error is None:
                 sent.append(j)
-            except (BrokenPipeError, OSError) as e:
-                errors.append(self._died(j, e))
+            else:
+                errors.append(error)
         replies: list[Any] = [None] * len(messages)
         for j in sent:
-            try:
-                status, payload = _recv(self._procs[j].stdout)
-            except EOFError as e:
-                errors.append(self._died(j, e))
-                continue
-            if status == b"K":
-                replies[j] = pickle.loads(payload)
-            else:
-                lo, hi = self._where(j)
-                errors.append(f"worker {j} (sub-envs {lo}..{hi - 1}) failed:\n{pickle.loads(payload)}")
+            ok, replies[j] = self._recv_from(j)
+            if not ok:
+                errors.append(replies[j])
         if errors:
             raise EnvWorkerError(f"{self.name}: " + "\n".join(errors))
         return replies
+
+    def _check_open(self) -> None:
+        if not self._procs:
+            raise RuntimeError(f"{self.name}: the env workers are closed")
+
+    def _send_to(self, j: int, tag: bytes, arg: Any) -> str | None:
+        """Send one message to worker ``j``: ``None``, or what went wrong (the worker died)."""
+        try:
+            _send(self._procs[j].stdin, tag, arg)
+        except (BrokenPipeError, OSError) as e:
+            return self._died(j, e)
+        return None
+
+    def _recv_from(self, j: int) -> tuple[bool, Any]:
+        """Worker ``j``'s reply: ``(True, the result)``, or ``(False, what went wrong)``."""
+        try:
+            status, payload = _recv(self._procs[j].stdout)
+        except EOFError as e:
+            return False, self._died(j, e)
+        if status == b"K":
+            return True, pickle.loads(payload)
+        lo, hi = self._where(j)
+        return False, f"worker {j} (sub-envs {lo}..{hi - 1}) failed:\n{pickle.loads(payload)}"
 
     def _where(self, j: int) -> tuple[int, int]:
         return self._slices[j] if j < len(self._slices) else (0, 0)
@@ -280,33 +303,50 @@ class ProcessGymBatch:
         lo, hi = self._where(j)
         return f"worker {j} (pid {proc.pid}, sub-envs {lo}..{hi - 1}) exited (code {proc.poll()}): {e}"
 
-    def resize(self, num_envs: int) -> None:
-        """Use ``num_envs`` sub-envs, split over the first ``min(num_envs, num_workers)`` workers (each
-        worker's pool grows when its slice does)."""
-        if num_envs < 1:
-            raise ValueError(f"ProcessGymBatch: num_envs must be >= 1, got {num_envs}")
-        self._slices = slices(num_envs, len(self._procs))
-        self._call([(b"N", hi - lo) for lo, hi in self._slices])
-        self.num_envs = int(num_envs)
-        self._success = None
+    def resize(self, num_envs: int, unit: int = 1) -> None:
+        """Use ``num_envs`` sub-envs, split over the first ``min(num_envs / unit, num_workers)`` workers in
+        whole blocks of ``unit`` sub-envs (a task's episodes: :meth:`step_send` then steps whole tasks); each
+        worker's pool grows when its slice does."""
+        if num_envs < 1 or unit < 1 or num_envs % unit:
+            raise ValueError(f"ProcessGymBatch: num_envs must be a positive multiple of unit, got {num_envs} "
+                             f"and {unit}")
+        new = [(lo * unit, hi * unit) for lo, hi in slices(num_envs // unit, len(self._procs))]
+        if new != self._slices or num_envs != self.num_envs:
+            self._slices = new
+            self._call([(b"N", hi - lo) for lo, hi in self._slices])
+            self.num_envs = int(num_envs)
+        self._parts = [None] * len(self._slices)
+
+    @property
+    def worker_slices(self) -> list[tuple[int, int]]:
+        """The ``[lo, hi)`` sub-envs of each worker in use, in order."""
+        return list(self._slices)
 
     def reset(self, tasks: Sequence[Task], seeds: Sequence[int]) -> np.ndarray:
         tasks, seeds = list(tasks), [int(s) for s in seeds]
         obs = self._call([(b"R", (tasks[lo:hi], seeds[lo:hi])) for lo, hi in self._slices])
-        self._success = None
+        self._parts = [None] * len(self._slices)
         return np.concatenate(obs)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         replies = self._call([(b"S", actions[lo:hi]) for lo, hi in self._slices])
-        obs, rewards, done, success = zip(*replies, strict=True)
-        if any(s is not None for s in success):
-            self._success = np.concatenate([np.zeros(hi - lo, dtype=bool) if s is None else s
-                                            for s, (lo, hi) in zip(success, self._slices, strict=True)])
+        obs, rewards, done, self._parts = (list(x) for x in zip(*replies, strict=True))
         return np.concatenate(obs), np.concatenate(rewards), np.concatenate(done)
+
+    def rollouts(self, args: Sequence[tuple]) -> list[Any]:
+        """Worker ``j`` runs a whole rollout of its slice with ``args[j]`` (see
+        :func:`metarl.rl.generic_sampler.worker_rollout`), all workers at once; their results, in order."""
+        replies = self._call([(b"O", a) for a in args])
+        results, parts = zip(*replies, strict=True)
+        self._parts = list(parts)
+        return list(results)
 
     @property
     def success(self) -> np.ndarray | None:
-        return None if self._success is None else self._success.copy()
+        if all(p is None for p in self._parts):
+            return None
+        return np.concatenate([np.zeros(hi - lo, dtype=bool) if p is None else p
+                               for p, (lo, hi) in zip(self._parts, self._slices, strict=True)])
 
     def close(self) -> None:
         """Stop the workers (Q, then the end of their stdin; killed if they do not exit within 10 s)."""

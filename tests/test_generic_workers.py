@@ -22,7 +22,7 @@ from metarl.envs.gym_batch import EnvWorkerError, GymBatch, ProcessGymBatch, sli
 
 from metarl.maml import detach_params, params_of
 from metarl.rl.episodes import Episodes
-from metarl.rl.generic_sampler import GenericSampler, registered_spec
+from metarl.rl.generic_sampler import GenericSampler, GymTaskVec, registered_spec
 from metarl.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
 from metarl.rl.sampler import make_sampler
 from tests.walk_env import WalkEnv
@@ -85,6 +85,30 @@ def test_workers_give_the_in_process_episodes_bit_for_bit(env_id, env_kwargs, wo
         stacked = Episodes.stack(expected[:2])
         assert bool((stacked.lengths() < 20).any()), "no episode terminated: the padding is not exercised"
         assert stacked.successes() is not None and bool(stacked.successes().any())
+
+
+def test_workers_run_whole_rollouts_and_a_policy_that_cannot_travel_steps_in_lockstep(monkeypatch) -> None:
+    """With 2+ tasks each worker runs its tasks' rollouts with a copy of the policy (no step from this
+    process); a policy class that does not pickle (defined here) falls back to lockstep stepping from this
+    process. Both give the in-process episodes bit for bit."""
+    policy = policy_for(WALK, seed=5)
+    with GenericSampler(WALK, episodes_per_task=2, num_workers=1, seed=3) as local:
+        expected = run(local, policy, [4])
+    steps: list[int] = []
+    step = GymTaskVec.step
+    monkeypatch.setattr(GymTaskVec, "step", lambda self, actions: steps.append(1) or step(self, actions))
+    with GenericSampler(WALK, episodes_per_task=2, num_workers=2, seed=3) as split:
+        assert_same(expected, run(split, policy, [4]))
+    assert not steps, "the workers' rollouts stepped from this process"
+
+    class Local(GaussianMLPPolicy):
+        pass
+
+    stay = Local(2, 1, [16], "tanh", 1.0)
+    stay.load_state_dict(policy.state_dict())
+    with GenericSampler(WALK, episodes_per_task=2, num_workers=2, seed=3) as split:
+        assert_same(expected, run(split, stay, [4]))
+    assert steps, "a policy that does not pickle did not step in lockstep"
 
 
 def test_workers_on_a_builtin_id_equal_the_fast_sampler() -> None:

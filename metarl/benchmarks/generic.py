@@ -5,7 +5,8 @@ env-steps per second (one ``env.step`` of one env), on one id (default Meta-Worl
 ``metaworld`` imports, else examples/goal_pendulum.py's GoalPendulum):
 
 - ours: :class:`metarl.rl.generic_sampler.GenericSampler`, ``--envs`` tasks x 1 episode of ``--steps`` steps
-  on ``--workers`` worker processes, its 2x64 tanh Gaussian MLP policy run once per step for all envs;
+  on ``--workers`` worker processes, each running its tasks' rollouts with a copy of the 2x64 tanh
+  Gaussian MLP policy;
 - Gymnasium's ``SyncVectorEnv`` and ``AsyncVectorEnv`` over the same ``--envs`` envs, each given its task
   through ``reset(options={"task": ...})``, the same policy (same size, sampling its actions) in the loop;
 - a bare loop: one env, random actions, no policy (what one core steps the env at).

@@ -2,9 +2,12 @@
 
 The built-in ids (:data:`metarl.envs.ENV_IDS`) run on the fast batched envs of
 :mod:`envs.vector`; every other id runs here, one ``gymnasium.make`` env per (task, episode)
-pair, stepped in lockstep, split over worker processes (:mod:`metarl.envs.gym_batch`; one per core by
-default) while the policy runs once per step for the whole batch in the calling process.
-:class:`GymTaskVec` gives that list of envs the
+pair, split over worker processes (:mod:`metarl.envs.gym_batch`; one per core by default). Each
+worker holds whole tasks and runs their rollout with its own copy of the policy, so that no message
+crosses per step (on 2 cores about 1.4x the env-steps per second of a lockstep loop whose policy runs
+in the calling process: benchmarks/README.md); with one task, a policy that cannot travel (defined in
+``__main__``, on a GPU) or one worker, the envs step in lockstep and the policy runs once per step for
+the whole batch in the calling process. :class:`GymTaskVec` gives that list of envs the
 batched-env protocol of :mod:`envs.vector` (``reset(tasks, seeds)``, ``step(actions)``, a sub-env
 frozen after its episode ends), so :class:`GenericSampler` samples with the very
 :func:`~metarl.rl.sampler.collect` loop, seeds (:class:`~metarl.rl.sampler.SeedStreams`: a reset
@@ -22,6 +25,7 @@ whether ``info["success"]`` was true at some step of it.
 from __future__ import annotations
 
 import importlib
+import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
@@ -34,7 +38,7 @@ from metarl.envs.gym_batch import GymBatch, ProcessGymBatch
 from metarl.envs.protocol import check_task_env
 from metarl.envs.vector import NonFiniteActionError, default_num_workers
 from metarl.rl.episodes import Episodes
-from metarl.rl.sampler import Task, VecSampler
+from metarl.rl.sampler import Rollout, Task, VecSampler, check_params, episodes_from_buffers, policy_act, rollout
 
 
 class GymTaskVec:
@@ -72,10 +76,38 @@ class GymTaskVec:
         self.observation_shape = tuple(self._local.observation_space.shape)
         self.action_shape = tuple(self._local.action_space.shape or ())
 
-    def resize(self, num_envs: int) -> None:
-        """Use ``num_envs`` sub-envs from now on (made when the pool has fewer; extra ones stay idle)."""
-        self._batch.resize(num_envs)
+    def resize(self, num_envs: int, unit: int = 1) -> None:
+        """Use ``num_envs`` sub-envs from now on (made when the pool has fewer; extra ones stay idle); with
+        worker processes, each holds whole blocks of ``unit`` sub-envs (a task's episodes)."""
+        self._batch.resize(num_envs, unit)
         self.num_envs = int(num_envs)
+
+    @property
+    def worker_slices(self) -> list[tuple[int, int]]:
+        """The ``[lo, hi)`` sub-envs of each worker in use (all of them in one slice without workers)."""
+        return self._batch.worker_slices if isinstance(self._batch, ProcessGymBatch) else [(0, self.num_envs)]
+
+    def rollouts(self, args: Sequence[tuple]) -> list[Rollout]:
+        """Each worker runs a whole rollout of its slice (:func:`worker_rollout` with ``args[j]``); needs workers."""
+        if not isinstance(self._batch, ProcessGymBatch):
+            raise RuntimeError(f"{self.env_id}: rollouts run in worker processes; this batch has none")
+        return self._batch.rollouts(args)
+
+    @classmethod
+    def around(cls, batch: Any, env_id: str) -> GymTaskVec:
+        """A :class:`GymTaskVec` over an in-process ``batch`` made elsewhere (a worker's :class:`GymBatch`)."""
+        vec = cls.__new__(cls)
+        vec.env_id, vec.env_kwargs, vec._batch, vec._local = env_id, {}, batch, None
+        vec.num_envs = batch.num_envs
+        vec.observation_shape, vec.action_shape = batch.observation_shape, batch.action_shape
+        return vec
+
+    def _check_actions(self, actions: torch.Tensor, shape: tuple[int, ...]) -> None:
+        if not isinstance(actions, torch.Tensor) or tuple(actions.shape) != shape:
+            got = tuple(actions.shape) if isinstance(actions, torch.Tensor) else type(actions).__name__
+            raise ValueError(f"{self.env_id}: actions must be a tensor of shape {shape}, got {got}")
+        if actions.is_floating_point() and not bool(torch.isfinite(actions).all()):
+            raise NonFiniteActionError(f"{self.env_id}: actions must be finite")
 
     @property
     def env(self) -> Any:
@@ -95,12 +127,7 @@ class GymTaskVec:
         return self._batch.success
 
     def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        shape = (self.num_envs, *self.action_shape)
-        if not isinstance(actions, torch.Tensor) or tuple(actions.shape) != shape:
-            got = tuple(actions.shape) if isinstance(actions, torch.Tensor) else type(actions).__name__
-            raise ValueError(f"{self.env_id}: actions must be a tensor of shape {shape}, got {got}")
-        if actions.is_floating_point() and not bool(torch.isfinite(actions).all()):
-            raise NonFiniteActionError(f"{self.env_id}: actions must be finite")
+        self._check_actions(actions, (self.num_envs, *self.action_shape))
         obs, rewards, done = self._batch.step(actions.detach().cpu().numpy())
         return torch.from_numpy(obs), torch.from_numpy(rewards), torch.from_numpy(done)
 
@@ -149,6 +176,42 @@ def with_success(episodes: list[Episodes], success: np.ndarray | None) -> list[E
             for n, e in enumerate(episodes)]
 
 
+def worker_rollout(batch: Any, policy: Any, params: Mapping[str, torch.Tensor], per_task: bool,
+                   noise_seeds: Sequence[int], tasks: Sequence[Task], seeds: Sequence[int], episodes_per_task: int,
+                   horizon: int, env_id: str) -> Rollout:
+    """A whole rollout of ``tasks`` on a worker's ``batch`` (its :class:`GymBatch`), run in the worker with
+    the policy there: :func:`~metarl.rl.sampler.rollout` with :func:`~metarl.rl.sampler.policy_act`, as
+    :meth:`GenericSampler.sample` would run it on these tasks in one process."""
+    torch.set_num_threads(1)
+    act = policy_act(policy, params, per_task=per_task, noise_seeds=noise_seeds, horizon=horizon)
+    return rollout(GymTaskVec.around(batch, env_id), tasks, episodes_per_task=episodes_per_task, horizon=horizon,
+                   act=act, seeds=seeds)
+
+
+def episodes_from_rollouts(parts: Sequence[Rollout], n_tasks: int) -> list[Episodes]:
+    """The episodes of one rollout split over workers (``parts``: each worker's whole tasks, in order), as
+    :func:`~metarl.rl.sampler.collect` returns them for all tasks at once: a worker whose episodes had all
+    ended before another's gets its frozen observations up to the last worker's end, zeros after it."""
+    end = max(r.end for r in parts)
+    for r in parts:
+        r.observations[r.end + 1 : end + 1] = r.last
+    buffers = [torch.cat(x, dim=1) for x in zip(*(r[:5] for r in parts), strict=True)]
+    return episodes_from_buffers(*buffers, n_tasks)
+
+
+def _cpu_and_picklable(policy: Any, params: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``policy`` and ``params`` can act in a worker process: all on the CPU (a worker acts on the
+    CPU, as the caller then does), and the policy pickles by reference to an importable module."""
+    tensors = [*params.values(), *(policy.parameters() if isinstance(policy, torch.nn.Module) else [])]
+    if any(t.device.type != "cpu" for t in tensors) or type(policy).__module__ == "__main__":
+        return False
+    try:
+        pickle.dumps(policy)
+    except Exception:
+        return False
+    return True
+
+
 class GenericSampler(VecSampler):
     """:class:`~metarl.rl.sampler.MultiTaskSampler`'s interface and contract for any id following
     :mod:`metarl.envs.protocol`: ``sample(policy, params, tasks, per_task=...) -> list[Episodes]``,
@@ -188,16 +251,35 @@ class GenericSampler(VecSampler):
         *,
         per_task: bool = False,
     ) -> list[Episodes]:
-        """:meth:`VecSampler.sample`, with each episode's success flag where the env reports one."""
-        episodes = super().sample(policy, params, tasks, per_task=per_task)
+        """:meth:`VecSampler.sample`, with each episode's success flag where the env reports one.
+
+        With worker processes, two tasks or more and a policy that can act in them (on the CPU, pickled
+        by reference), each worker holds whole tasks and runs their rollout with its own copy of the
+        policy (no message per step); otherwise this process runs the policy once per step for all
+        sub-envs, split over the workers. The episodes are the same either way.
+        """
+        tasks = list(tasks)
+        if not (self._workers > 1 and len(tasks) > 1 and _cpu_and_picklable(policy, params)):
+            episodes = super().sample(policy, params, tasks, per_task=per_task)
+            return with_success(episodes, self._vec.success)
+        check_params(params, len(tasks), per_task=per_task)
+        vec, per = self._vec_for(len(tasks), whole_tasks=True), self.episodes_per_task
+        reset_seeds, noise_seeds = self._streams.draw(len(tasks), per)
+        args = []
+        for lo, hi in vec.worker_slices:
+            a, b = lo // per, hi // per
+            mine = {k: v.detach()[a:b] if per_task else v.detach() for k, v in params.items()}
+            args.append((policy, mine, per_task, noise_seeds[a:b], tasks[a:b], reset_seeds[lo:hi], per,
+                         self.horizon, self.env_id))
+        episodes = episodes_from_rollouts(vec.rollouts(args), len(tasks))
         return with_success(episodes, self._vec.success)
 
-    def _vec_for(self, n_tasks: int) -> GymTaskVec:
+    def _vec_for(self, n_tasks: int, whole_tasks: bool = False) -> GymTaskVec:
         nb = n_tasks * self.episodes_per_task
+        unit = self.episodes_per_task if whole_tasks else 1
         if self._vec is None:
             self._vec = GymTaskVec(self.env_id, nb, env_kwargs=self.env_kwargs, num_workers=self._workers)
-        elif self._vec.num_envs != nb:
-            self._vec.resize(nb)
+        self._vec.resize(nb, unit)
         return self._vec
 
 

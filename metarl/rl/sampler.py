@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium
 import numpy as np
@@ -41,6 +41,20 @@ from metarl.rl.policies import policy_distribution_fn
 #: ``act(obs [N, B, *obs_shape]) -> (actions [N, B, *act_shape], log_probs [N, B])``
 ActFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Task = dict[str, Any]
+
+
+class Rollout(NamedTuple):
+    """What :func:`rollout` leaves: the ``[T, N * B, ...]`` buffers of :func:`collect` (before its zeroing of
+    the steps after each episode's end), the sub-envs' observations after the last step (``[N * B, ...]``:
+    the frozen ones of ended episodes) and that step's index ``end`` (rows after it are zeros)."""
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    masks: torch.Tensor
+    log_probs: torch.Tensor
+    last: torch.Tensor
+    end: int
 
 
 def collect(
@@ -63,6 +77,20 @@ def collect(
     Returns one :class:`Episodes` per task with ``[T, B, ...]`` fields (views of one
     ``[T, N, B, ...]`` buffer); observations and rewards are float32.
     """
+    r = rollout(vec, tasks, episodes_per_task=episodes_per_task, horizon=horizon, act=act, seeds=seeds)
+    return episodes_from_buffers(r.observations, r.actions, r.rewards, r.masks, r.log_probs, len(tasks))
+
+
+def rollout(
+    vec: VecTaskEnv,
+    tasks: Sequence[Task],
+    *,
+    episodes_per_task: int,
+    horizon: int,
+    act: ActFn,
+    seeds: Sequence[int],
+) -> Rollout:
+    """:func:`collect`'s loop: the raw buffers, the last observations and the last step (see :class:`Rollout`)."""
     n_tasks, per_task = len(tasks), int(episodes_per_task)
     if n_tasks == 0:
         raise ValueError("collect: tasks is empty")
@@ -79,6 +107,7 @@ def collect(
     log_probs = torch.zeros(horizon, nb)
     actions: torch.Tensor | None = None
     alive = torch.ones(nb, dtype=torch.bool)
+    end = horizon - 1
     with torch.no_grad():
         for t in range(horizon):
             observations[t].copy_(obs)
@@ -92,14 +121,24 @@ def collect(
             rewards[t].copy_(r)
             torch.logical_not(done, out=alive)
             if not bool(alive.any()):
+                end = t
                 break
     assert actions is not None
-    dead = masks == 0  # the policy acted on the frozen episodes too: zero that, one pass over the buffers
+    return Rollout(observations, actions, rewards, masks, log_probs, obs.to(observations.dtype), end)
+
+
+def episodes_from_buffers(observations: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
+                          masks: torch.Tensor, log_probs: torch.Tensor, n_tasks: int) -> list[Episodes]:
+    """One :class:`Episodes` per task from a rollout's ``[T, N * B, ...]`` buffers (views of them), with
+    the actions and log-probs of the steps after each episode's end zeroed (the policy acted on the frozen
+    episodes too)."""
+    dead = masks == 0
     actions.masked_fill_(dead.view(*dead.shape, *[1] * (actions.dim() - 2)), 0)
     log_probs.masked_fill_(dead, 0)
+    horizon, nb = masks.shape
 
     def split(x: torch.Tensor) -> list[torch.Tensor]:
-        return list(x.view(horizon, n_tasks, per_task, *x.shape[2:]).unbind(1))
+        return list(x.view(horizon, n_tasks, nb // n_tasks, *x.shape[2:]).unbind(1))
 
     fields = [split(x) for x in (observations, actions, rewards, masks, log_probs)]
     return [Episodes(*per_task_fields) for per_task_fields in zip(*fields, strict=True)]

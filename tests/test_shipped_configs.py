@@ -140,3 +140,21 @@ def test_bad_base_values(tmp_path):
 def test_the_locomotion_base_needs_an_env():
     with pytest.raises(ConfigError, match=r"expected a string"):
         load_config(CONFIG_DIR / "_locomotion.yaml")
+
+
+def test_each_locomotion_task_of_the_reproduction_script_ships_its_configs():
+    """experiments/locomotion.sh TASK trains TASK and TASK_pretrain (and TASK_oracle where shipped): each
+    task it accepts has them, as a pretrain run of the same env, and every locomotion MAML config is a task of it."""
+    script = Path(__file__).resolve().parents[1] / "experiments" / "locomotion.sh"
+    line = next(x for x in script.read_text().splitlines() if x.startswith("tasks="))
+    tasks = line.split("=", 1)[1].strip('"').split()
+    names = set(shipped_configs())
+    assert {n for n in names if n.startswith(("halfcheetah_", "ant_")) and "_" not in n.split("_", 1)[1]} == set(tasks)
+    for task in tasks:
+        maml = load_config(task)
+        for variant in (f"{task}_pretrain", f"{task}_oracle"):
+            if variant == f"{task}_oracle" and variant not in names:
+                continue
+            cfg = load_config(variant)
+            assert cfg.algorithm == "pretrain" and cfg.env.id == maml.env.id, variant
+        assert f"{task}_pretrain" in names

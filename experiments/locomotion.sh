@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Reproduces one locomotion row of Finn et al. 2017 (sec. 5.3, Fig. 5) from scratch: MAML, the
+# pretrained baseline and, where the task has one (goal velocity), the oracle, trained with the configs
+# TASK.yaml, TASK_pretrain.yaml and TASK_oracle.yaml; then `metarl evaluate` of MAML beside them (and a
+# randomly initialised policy) after 0..3 policy-gradient steps on 40 held-out tasks: the table in
+# OUT_DIR/maml/eval-40.json, the adaptation curves in OUT_DIR/maml/eval-40.png.
+# Usage: bash experiments/locomotion.sh TASK [OUT_DIR] [SEED] [--set key=value ...]
+#   TASK: halfcheetah_vel, halfcheetah_dir, ant_vel, ant_dir or ant_goal (default OUT_DIR:
+#   runs/TASK-paper, SEED 1). Runs that exist are resumed unless finished, so the script can be run
+#   again after an interruption. Extra arguments go to `metarl train` when a run starts, e.g. one core
+#   per run (--set sampler.num_workers=1 --set update_threads=1) or a quick dry run:
+#   bash experiments/locomotion.sh ant_vel /tmp/ant 1 --set num_iterations=2 --set meta_batch_size=2 \
+#     --set env.episodes_per_task=2
+set -euo pipefail
+tasks="halfcheetah_vel halfcheetah_dir ant_vel ant_dir ant_goal"
+task=${1:-}
+if [[ " $tasks " != *" $task "* ]]; then
+  echo "locomotion.sh: unknown task '$task'; use one of: $tasks" >&2
+  exit 2
+fi
+shift
+out=runs/$task-paper
+seed=1
+source "$(dirname "$0")/rl_common.sh"
+baselines=(--baseline pretrained="$out/pretrain")
+train maml "$task"
+train pretrain "${task}_pretrain"
+if metarl configs | grep -q "^${task}_oracle "; then
+  train oracle "${task}_oracle"
+  baselines+=(--baseline oracle="$out/oracle")
+fi
+metarl evaluate "$out/maml" --tasks 40 --steps 3 --seed "$eval_seed" "${baselines[@]}" \
+  --out "$out/maml/eval-40.json" --plot "$out/maml/eval-40.png"

@@ -8,7 +8,9 @@ Output schema (DESIGN.md)::
      "per_task": [[float] * N] * (K + 1)}
 
 ``ci95`` is 1.96 standard errors of the per-task metric. ``per_task`` is the run's metric on each
-held-out task after each step, so that runs evaluated on the same tasks can be pooled (:func:`pool_runs`).
+held-out task after each step, so that runs evaluated on the same tasks can be pooled (:func:`pool_runs`);
+where the env reports success (Meta-World), ``success`` and ``per_task_success`` give the success rate
+the same way.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def evaluate(
         pretrain_iterations=pretrain_iterations,
     )
     per_task = body.pop("per_task")
+    per_task_success = body.pop("per_task_success", None)
     return {
         "benchmark": cfg.name,
         "metric": body.pop("metric"),
@@ -94,6 +97,7 @@ def evaluate(
         "seed": seed,
         **body,
         "per_task": per_task,  # last: the long part of the JSON
+        **({} if per_task_success is None else {"per_task_success": per_task_success}),
     }
 
 
@@ -154,13 +158,26 @@ def pool_runs(results: Sequence[dict[str, Any]], *, reps: int = 2000, seed: int 
         by_step.append({"step": k, "iqm": iqm(m), "iqm_ci": [lo, hi], "mean": float(run_means[k].mean()),
                         "min": float(run_means[k].min()), "max": float(run_means[k].max())})
     first = results[0]
-    return {
+    pooled = {
         **{key: first[key] for key in SAME_TASKS if key in first},
         "n_runs": len(results),
         "iterations": [r.get("iteration") for r in results],
         "bootstrap": {"reps": reps, "seed": seed, "level": level, "strata": "tasks"},
         "by_step": by_step,
     }
+    if all("per_task_success" in r for r in results):  # Meta-World: the mean success rate, as papers give it
+        success = np.stack([np.asarray(r["per_task_success"], dtype=np.float64) for r in results], axis=1)
+        pooled["success_by_step"] = []
+        for k, m in enumerate(success):
+            lo, hi = stratified_bootstrap_ci(m, _mean, reps=reps, seed=seed, level=level)
+            run_means = m.mean(axis=1)
+            pooled["success_by_step"].append({"step": k, "mean": float(m.mean()), "ci": [lo, hi],
+                                              "min": float(run_means.min()), "max": float(run_means.max())})
+    return pooled
+
+
+def _mean(m: np.ndarray) -> float:
+    return float(m.mean())
 
 
 def format_pooled(pooled: dict[str, Any]) -> str:
@@ -174,17 +191,24 @@ def format_pooled(pooled: dict[str, Any]) -> str:
         lo, hi = s["iqm_ci"]
         lines.append(f"{s['step']:>4d}  {s['iqm']:>10.4g}  {f'[{lo:.4g}, {hi:.4g}]':<23}  {s['mean']:>10.4g}  "
                      f"[{s['min']:.4g}, {s['max']:.4g}]")
+    if "success_by_step" in pooled:
+        lines.append(f"success rate: mean over runs and tasks [{level}% stratified-bootstrap CI], run means [min, max]")
+        for s in pooled["success_by_step"]:
+            lo, hi = s["ci"]
+            lines.append(f"{s['step']:>4d}  {s['mean']:>10.4g}  {f'[{lo:.4g}, {hi:.4g}]':<23}  "
+                         f"[{s['min']:.4g}, {s['max']:.4g}]")
     return "\n".join(lines)
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> None:
     """The result as indented JSON, ``per_task`` one line per step (600 tasks x 11 steps would
     otherwise take 6,600 lines)."""
-    rows = result.get("per_task")
-    text = json.dumps({k: v for k, v in result.items() if k != "per_task"}, indent=2)
-    if rows is not None:
-        body = ",\n    ".join(json.dumps(row) for row in rows)
-        text = text[:-2] + f',\n  "per_task": [\n    {body}\n  ]\n}}'
+    long = ("per_task", "per_task_success")
+    text = json.dumps({k: v for k, v in result.items() if k not in long}, indent=2)
+    for key in long:
+        if key in result:
+            body = ",\n    ".join(json.dumps(row) for row in result[key])
+            text = text[:-2] + f',\n  "{key}": [\n    {body}\n  ]\n}}'
     atomic_write_bytes(path, (text + "\n").encode())
 
 

@@ -98,6 +98,30 @@ def test_pool_runs_pools_and_refuses_different_tasks():
         pool_runs([result(curves[0]), {k: v for k, v in result(curves[1]).items() if k != "per_task"}])
 
 
+def test_pool_runs_gives_the_mean_success_rate_where_every_run_has_one(tmp_path):
+    """Meta-World: the pooled success rate is the mean over runs and tasks (papers report means), with a
+    stratified-bootstrap interval; runs without per-task success pool their returns only."""
+    from metarl.evaluate import format_pooled, write_json
+
+    rng = np.random.default_rng(3)
+    returns = [rng.normal(size=(2, 6)) for _ in range(2)]
+    success = [np.array([[0, 0.1, 0.2, 0, 0, 0.3], [0.5, 0.9, 1, 0.4, 0.6, 1]]),
+               np.array([[0, 0, 0.1, 0, 0.2, 0.1], [0.7, 1, 1, 0.3, 0.5, 0.8]])]
+    pooled = pool_runs([result(r, per_task_success=s.tolist()) for r, s in zip(returns, success)], reps=400)
+    for k, row in enumerate(pooled["success_by_step"]):
+        matrix = np.stack([s[k] for s in success])
+        assert row["mean"] == pytest.approx(matrix.mean())
+        assert (row["min"], row["max"]) == pytest.approx((matrix.mean(1).min(), matrix.mean(1).max()))
+        assert row["ci"][0] <= row["mean"] <= row["ci"][1] and row["ci"][1] - row["ci"][0] > 0
+    same = pool_runs([result(returns[0], per_task_success=success[0].tolist())] * 2, reps=100)
+    assert all(r["ci"][0] == r["ci"][1] == r["mean"] for r in same["success_by_step"])  # no spread between runs
+    assert "success rate" in format_pooled(pooled)
+    assert "success_by_step" not in pool_runs([result(returns[0], per_task_success=success[0].tolist()),
+                                               result(returns[1])], reps=50)
+    write_json({"a": 1, "per_task": [[1.0]], "per_task_success": [[0.5]]}, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1, "per_task": [[1.0]], "per_task_success": [[0.5]]}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")

@@ -166,6 +166,7 @@ def evaluate_rl(
         result = {"metric": "return", "by_step": summarize(curve), "baselines": out, "per_task": curve.tolist()}
         if success is not None:  # the success rate by step, where the env reports one (Meta-World)
             result["success"] = summarize(success)
+            result["per_task_success"] = success.tolist()
         return result
     finally:
         sampler.close()

@@ -11,6 +11,7 @@
 #   per run (--set sampler.num_workers=1 --set update_threads=1) or a quick dry run:
 #   bash experiments/locomotion.sh ant_vel /tmp/ant 1 --set num_iterations=2 --set meta_batch_size=2 \
 #     --set env.episodes_per_task=2
+# The paper's Figure 5 from several tasks and seeds: python experiments/figure5.py fig5.png DIR1/maml/eval-40.json ...
 set -euo pipefail
 tasks="halfcheetah_vel halfcheetah_dir ant_vel ant_dir ant_goal"
 task=${1:-}

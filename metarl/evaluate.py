@@ -247,3 +247,47 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def combine_runs(by_steps: Sequence[Sequence[dict[str, float]]]) -> list[dict[str, float]]:
+    """One ``by_step`` curve from several runs' (seeds') ``by_step`` curves on the same held-out tasks: per
+    step the mean of their means, and ``ci95`` that of the mean of independent estimates
+    (``sqrt(sum ci_i^2) / n``). The runs share their tasks, so this treats the seeds' task samples as
+    independent: an approximation, good enough for a figure (``pool_runs`` gives the exact interval)."""
+    n = len(by_steps)
+    if n == 0 or any(len(b) != len(by_steps[0]) for b in by_steps):
+        raise ValueError(f"combine_runs: need curves of equal length, got {[len(b) for b in by_steps]}")
+    return [{"step": rows[0]["step"], "mean": float(np.mean([r["mean"] for r in rows])),
+             "ci95": float(np.sqrt(sum(r["ci95"] ** 2 for r in rows)) / n)} for rows in zip(*by_steps, strict=True)]
+
+
+def plot_panels(results: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """The paper's Figure 5 layout: one panel per benchmark, the return after 0..K steps of MAML and each
+    baseline (random, pretrained, oracle where evaluated), mean and 95% interval over tasks and over the
+    runs (seeds) of that benchmark (:func:`combine_runs`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault(r["benchmark"], []).append(r)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
+    for ax, (bench, runs) in zip(axes[0], groups.items(), strict=True):
+        names = [_label(runs[0])] + sorted({n for r in runs for n in r["baselines"]})
+        for name in names:
+            curves = [r["by_step"] if name == _label(runs[0]) else r["baselines"][name]["by_step"]
+                      for r in runs if name == _label(runs[0]) or name in r["baselines"]]
+            rows = combine_runs(curves)
+            k, m, c = ([s[key] for s in rows] for key in ("step", "mean", "ci95"))
+            ax.plot(k, m, marker="o", ms=3, label=name)
+            ax.fill_between(k, [a - b for a, b in zip(m, c)], [a + b for a, b in zip(m, c)], alpha=0.2)
+        axis_labels(ax, runs[0]["metric"])
+        seeds = f"{len(runs)} runs" if len(runs) > 1 else "1 run"
+        ax.set_title(f"{bench}\n{runs[0]['n_tasks']} held-out tasks, {seeds}", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

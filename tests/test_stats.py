@@ -185,3 +185,21 @@ def test_result_json_keeps_per_task_on_one_line_per_step(tmp_path):
     assert "[1.0, 2.5]" in text and "[3.0, -1.0]" in text
     write_json({"a": 1}, tmp_path / "s.json")
     assert json.loads((tmp_path / "s.json").read_text()) == {"a": 1}
+
+
+def test_combine_runs_and_the_figure5_panels(tmp_path):
+    """Seeds combine into the mean of their means with the interval of a mean of independent estimates; the
+    panel figure draws one panel per benchmark (a run without a baseline another has is skipped for it)."""
+    from metarl.evaluate import combine_runs, plot_panels
+
+    a = [{"step": 0, "mean": -10.0, "ci95": 3.0}, {"step": 1, "mean": -4.0, "ci95": 1.0}]
+    b = [{"step": 0, "mean": -20.0, "ci95": 4.0}, {"step": 1, "mean": -6.0, "ci95": 1.0}]
+    assert combine_runs([a, b]) == [{"step": 0, "mean": -15.0, "ci95": 2.5},
+                                    {"step": 1, "mean": -5.0, "ci95": pytest.approx(2 ** 0.5 / 2)}]
+    with pytest.raises(ValueError, match="equal length"):
+        combine_runs([a, b[:1]])
+    run = {"benchmark": "cheetah", "metric": "return", "n_tasks": 40, "by_step": a,
+           "baselines": {"random": {"by_step": b}, "pretrained": {"by_step": b}}}
+    other = {**run, "benchmark": "ant", "baselines": {"random": {"by_step": b}}}
+    plot_panels([run, {**run, "baselines": {"random": {"by_step": a}}}, other], tmp_path / "f5.png")
+    assert (tmp_path / "f5.png").stat().st_size > 10_000

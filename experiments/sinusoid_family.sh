@@ -32,6 +32,8 @@ for k in 5 10 20; do
   train "metasgd-k$k" sinusoid "$k" --set inner.learn_lr=true
   train "anil-k$k" sinusoid_anil "$k"
 done
-# the ablation behind MAML++'s K=5 number: MAML trained with MAML++'s 5 inner steps
+# the ablations behind MAML++'s K=5 number: MAML trained with MAML++'s 5 inner steps, alone and with
+# MAML++'s meta-gradient clip (sinusoid_mamlpp.yaml's optim.grad_clip)
 train maml5steps-k5 sinusoid 5 --set inner.steps=5
+train maml5steps-clip-k5 sinusoid 5 --set inner.steps=5 --set optim.grad_clip=10.0
 python experiments/sinusoid_family_table.py "$out"

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 METHODS = [("maml", "MAML"), ("metasgd", "Meta-SGD"), ("anil", "ANIL"), ("mamlpp", "MAML++"),
-           ("maml5steps", "MAML, 5 inner steps in training")]
+           ("maml5steps", "MAML, 5 inner steps in training"),
+           ("maml5steps-clip", "MAML, 5 inner steps, meta-gradient clipped at 10")]
 SHOTS = (5, 10, 20)
 #: Li et al. 2017 (arXiv 1707.09835) Table 1, one step, MSE ± 95% CI; only K = 5 is quoted here
 #: (the K = 10 and 20 columns were not checked against the paper).

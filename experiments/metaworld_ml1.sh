@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Meta-World ML1 with MAML-TRPO (Yu et al. 2019, arXiv 1910.10897): `metaworld_ml1_ENV` trained for each
+# seed, then each run scored by Meta-World's own evaluation (`metarl evaluate RUN --metaworld-official`:
+# metaworld.evaluation.metalearning_evaluation, unchanged, on ML1's held-out goals; RUN/metaworld_eval.json)
+# and all runs pooled by `metarl evaluate RUN1 RUN2 ...` on the same 40 held-out goals (OUT_DIR/pooled.json).
+# Needs the extra: pip install "metarl[metaworld]" (MuJoCo 3.3).
+# Usage: bash experiments/metaworld_ml1.sh ENV [OUT_DIR] [SEED ...] [--set key=value ...]
+#   ENV: reach, push or pick_place (default OUT_DIR runs/metaworld_ml1_ENV-seeds, seeds 1 and 2). Runs
+#   that exist are resumed unless finished. The --set arguments go to `metarl train` when a run starts,
+#   e.g. a budget: --set num_iterations=40; a quick dry run: --set num_iterations=1 --set meta_batch_size=2
+#   --set env.episodes_per_task=1 --set env.kwargs.max_episode_steps=20
+set -euo pipefail
+envs="reach push pick_place"
+env=${1:-}
+if [[ " $envs " != *" $env "* ]]; then
+  echo "metaworld_ml1.sh: unknown ML1 env '$env'; use one of: $envs" >&2
+  exit 2
+fi
+shift
+out=runs/metaworld_ml1_$env-seeds
+if [ $# -gt 0 ] && [[ $1 != -* ]]; then out=$1; shift; fi
+seeds=()
+while [ $# -gt 0 ] && [[ $1 != -* ]]; do seeds+=("$1"); shift; done
+[ ${#seeds[@]} -gt 0 ] || seeds=(1 2)
+extra=("$@")
+mkdir -p "$out"
+runs=()
+for s in "${seeds[@]}"; do
+  dir=$out/seed-$s
+  want=
+  [ -f "$dir/config.yaml" ] && want=$(awk '$1 == "num_iterations:" {print $2}' "$dir/config.yaml")
+  if [ ! -f "$dir/checkpoints/last.pt" ]; then
+    metarl train "metaworld_ml1_$env" --seed "$s" --logdir "$dir" --overwrite ${extra[@]+"${extra[@]}"}
+  elif ! tail -n 1 "$dir/metrics.csv" | grep -q "^$want,"; then
+    metarl train --resume "$dir"
+  fi
+  [ -f "$dir/metaworld_eval.json" ] || metarl evaluate "$dir" --metaworld-official --out "$dir/metaworld_eval.json"
+  runs+=("$dir")
+done
+metarl evaluate "${runs[@]}" --tasks 40 --seed 1 --out "$out/pooled.json"

@@ -205,11 +205,18 @@ def _cpu_and_picklable(policy: Any, params: Mapping[str, torch.Tensor]) -> bool:
     tensors = [*params.values(), *(policy.parameters() if isinstance(policy, torch.nn.Module) else [])]
     if any(t.device.type != "cpu" for t in tensors) or type(policy).__module__ == "__main__":
         return False
-    try:
-        pickle.dumps(policy)
-    except Exception:
-        return False
-    return True
+    kind = type(policy)
+    if kind not in _PICKLES:  # once per policy class: sample() is called twice per task batch
+        try:
+            pickle.dumps(policy)
+            _PICKLES[kind] = True
+        except Exception:
+            _PICKLES[kind] = False
+    return _PICKLES[kind]
+
+
+#: Whether instances of each policy class pickled (see :func:`_cpu_and_picklable`).
+_PICKLES: dict[type, bool] = {}
 
 
 class GenericSampler(VecSampler):

@@ -9,6 +9,9 @@
 #   that exist are resumed unless finished. The --set arguments go to `metarl train` when a run starts,
 #   e.g. a budget: --set num_iterations=40; a quick dry run: --set num_iterations=1 --set meta_batch_size=2
 #   --set env.episodes_per_task=1 --set env.kwargs.max_episode_steps=20
+#   RESULTS.md's budget: --set num_iterations=20 --set checkpoint_every=1 (4M env steps, ~40 min per seed on
+#   2 cores). A run's official evaluation (one process, ~25 min; its output in RUN/metaworld_eval.log) runs in
+#   the background while the next seed trains.
 set -euo pipefail
 envs="reach push pick_place"
 env=${1:-}
@@ -25,6 +28,7 @@ while [ $# -gt 0 ] && [[ $1 != -* ]]; do seeds+=("$1"); shift; done
 extra=("$@")
 mkdir -p "$out"
 runs=()
+evals=()  # each run's official evaluation (one process) runs while the next seed trains
 for s in "${seeds[@]}"; do
   dir=$out/seed-$s
   want=
@@ -34,7 +38,13 @@ for s in "${seeds[@]}"; do
   elif ! tail -n 1 "$dir/metrics.csv" | grep -q "^$want,"; then
     metarl train --resume "$dir"
   fi
-  [ -f "$dir/metaworld_eval.json" ] || metarl evaluate "$dir" --metaworld-official --out "$dir/metaworld_eval.json"
+  if [ ! -f "$dir/metaworld_eval.json" ]; then
+    metarl evaluate "$dir" --metaworld-official --out "$dir/metaworld_eval.json" > "$dir/metaworld_eval.log" 2>&1 &
+    evals+=($!)
+  fi
   runs+=("$dir")
+done
+for pid in ${evals[@]+"${evals[@]}"}; do
+  wait "$pid" || { echo "metaworld_ml1.sh: an official evaluation failed; see RUN/metaworld_eval.log in $out" >&2; exit 1; }
 done
 metarl evaluate "${runs[@]}" --tasks 40 --seed 1 --out "$out/pooled.json"

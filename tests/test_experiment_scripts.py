@@ -1,0 +1,96 @@
+"""The reproduction scripts' control flow (``experiments/*.sh``), run against a stand-in ``metarl`` that
+records its calls and writes what the real one would: which runs start, resume or are skipped, which
+evaluations run, and that a failure stops the script with one line. The real commands are tested
+elsewhere; here only the order and the bookkeeping of the scripts are."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "experiments"
+
+# A stand-in `metarl`: `train` writes a finished run (config, metrics, last.pt); `evaluate --metaworld-official`
+# writes its --out file a second later and records "done RUN", or fails with FAIL_OFFICIAL set; every call is
+# appended to $CALLS.
+STUB = r"""#!/usr/bin/env bash
+echo "metarl $*" >> "$CALLS"
+if [ "$1" = train ]; then
+  if [ "$2" = --resume ]; then d=$3; else
+    while [ $# -gt 0 ]; do [ "$1" = --logdir ] && d=$2; shift; done
+  fi
+  mkdir -p "$d/checkpoints"; touch "$d/checkpoints/last.pt"
+  echo "num_iterations: 2" > "$d/config.yaml"; echo "2,0.5" > "$d/metrics.csv"
+elif [ "$1" = evaluate ] && [[ "$*" == *--metaworld-official* ]]; then
+  [ -n "${FAIL_OFFICIAL:-}" ] && { echo "official evaluation broke" >&2; exit 3; }
+  sleep 1; echo '{}' > "${@: -1}"; echo "done $2" >> "$CALLS"
+fi
+"""
+
+
+@pytest.fixture
+def stub(tmp_path: Path) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "metarl").write_text(STUB)
+    (bin_dir / "metarl").chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS": str(tmp_path / "calls")}
+
+
+def _run(script: str, args: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, list[str]]:
+    proc = subprocess.run(["bash", str(SCRIPTS / script), *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+    calls = Path(env["CALLS"]).read_text().splitlines() if Path(env["CALLS"]).exists() else []
+    return proc, calls
+
+
+def test_metaworld_ml1_trains_each_seed_evaluates_each_run_and_pools(tmp_path, stub):
+    out = tmp_path / "out"
+    proc, calls = _run("metaworld_ml1.sh", ["push", str(out), "1", "2", "--set", "num_iterations=2"], stub)
+    assert proc.returncode == 0, proc.stderr
+    trains = [c for c in calls if c.startswith("metarl train")]
+    assert trains == [f"metarl train metaworld_ml1_push --seed {s} --logdir {out}/seed-{s} --overwrite "
+                      "--set num_iterations=2" for s in (1, 2)]
+    official = [c for c in calls if "--metaworld-official" in c]
+    assert official == [f"metarl evaluate {out}/seed-{s} --metaworld-official --out {out}/seed-{s}/metaworld_eval.json"
+                        for s in (1, 2)]
+    # seed 1's evaluation runs in the background while seed 2 trains, and the pooling waits for both
+    assert calls.index(official[0]) < calls.index(trains[1]) < calls.index(f"done {out}/seed-1")
+    assert calls.index(f"done {out}/seed-2") < len(calls) - 1
+    assert calls[-1] == f"metarl evaluate {out}/seed-1 {out}/seed-2 --tasks 40 --seed 1 --out {out}/pooled.json"
+
+    # a second call finds both runs finished and evaluated: only the pooling runs again
+    Path(stub["CALLS"]).unlink()
+    proc, calls = _run("metaworld_ml1.sh", ["push", str(out), "1", "2"], stub)
+    assert proc.returncode == 0, proc.stderr
+    assert calls == [f"metarl evaluate {out}/seed-1 {out}/seed-2 --tasks 40 --seed 1 --out {out}/pooled.json"]
+
+
+def test_metaworld_ml1_resumes_an_unfinished_run(tmp_path, stub):
+    run = tmp_path / "out" / "seed-1"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").touch()
+    (run / "config.yaml").write_text("num_iterations: 20\n")
+    (run / "metrics.csv").write_text("7,0.1\n")
+    proc, calls = _run("metaworld_ml1.sh", ["reach", str(tmp_path / "out"), "1"], stub)
+    assert proc.returncode == 0, proc.stderr
+    assert calls[0] == f"metarl train --resume {run}"
+
+
+def test_metaworld_ml1_stops_on_a_failed_official_evaluation(tmp_path, stub):
+    proc, calls = _run("metaworld_ml1.sh", ["reach", str(tmp_path / "out"), "1"], {**stub, "FAIL_OFFICIAL": "1"})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("metaworld_ml1.sh: an official evaluation failed")
+    assert not any("--tasks 40" in c for c in calls)  # no pooling after a failure
+    assert "official evaluation broke" in (tmp_path / "out" / "seed-1" / "metaworld_eval.log").read_text()
+
+
+def test_metaworld_ml1_refuses_an_unknown_env(tmp_path, stub):
+    proc, calls = _run("metaworld_ml1.sh", ["pick-place", str(tmp_path / "out")], stub)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("metaworld_ml1.sh: unknown ML1 env 'pick-place'; use one of: "
+                                   "reach push pick_place")
+    assert calls == []

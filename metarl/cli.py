@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,14 @@ def _metaworld_official(args: argparse.Namespace) -> int:
     from metarl.rl.metaworld_agent import official_evaluation
 
     run = metarl.load(args.run)
-    result = official_evaluation(run, **({} if args.steps is None else {"adaptation_steps": args.steps}))
+    start = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:  # one line per round: the evaluation takes minutes
+        print(f"[metarl] Meta-World evaluation: round {done + 1}/{total} ({time.perf_counter() - start:.0f} s)",
+              file=sys.stderr, flush=True)
+
+    result = official_evaluation(run, progress=progress,
+                                 **({} if args.steps is None else {"adaptation_steps": args.steps}))
     print(f"Meta-World {result['benchmark']} (official evaluation, it {run.iteration}): success rate "
           f"{result['success_rate']:.3f}, return {result['return']:.4g}")
     out = args.out or (Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent) / "metaworld_eval.json"

@@ -114,7 +114,7 @@ def _tiny_run(tmp_path):
     return run
 
 
-def test_train_and_evaluate_log_success(tmp_path, capsys):
+def test_train_and_evaluate_log_success(tmp_path, capsys, monkeypatch):
     run = _tiny_run(tmp_path)
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     for key in ("train/success_pre", "train/success_post", "val/success_pre", "val/success_post"):
@@ -126,9 +126,27 @@ def test_train_and_evaluate_log_success(tmp_path, capsys):
     assert "success" in capsys.readouterr().out
 
     # the official evaluation, unchanged, on a tiny budget
+    rounds = []
     out = official_evaluation(metarl.load(run), num_evals=1, adaptation_steps=1, adaptation_episodes=1,
                               evaluation_episodes=1, meta_batch_size=2, total_tasks_per_cls=2,
-                              max_episode_steps=SHORT)
+                              max_episode_steps=SHORT, progress=lambda done, total: rounds.append((done, total)))
+    assert rounds == [(0, 1)]  # one round, reported as it begins
+
+    # the CLI: a progress line per round, the result printed and written (the evaluation itself as above)
+    def short(run_, progress, **kw):
+        return official_evaluation(run_, num_evals=2, adaptation_episodes=1, evaluation_episodes=1,
+                                   meta_batch_size=2, total_tasks_per_cls=2, max_episode_steps=SHORT,
+                                   progress=progress, **kw)
+
+    monkeypatch.setattr("metarl.rl.metaworld_agent.official_evaluation", short)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--metaworld-official", "--steps", "1"]) == 0
+    printed = capsys.readouterr()
+    assert [line.split(" (")[0] for line in printed.err.splitlines() if "round" in line] == [
+        "[metarl] Meta-World evaluation: round 1/2", "[metarl] Meta-World evaluation: round 2/2"]
+    written = json.loads((run / "metaworld_eval.json").read_text())
+    assert written["settings"]["num_evals"] == 2 and written["settings"]["adaptation_steps"] == 1
+    assert f"success rate {written['success_rate']:.3f}" in printed.out
     assert out["benchmark"] == "ML1-reach-v3" and 0.0 <= out["success_rate"] <= 1.0
     assert set(out["success_by_env"]) == {"reach-v3"} and np.isfinite(out["return"])
 

@@ -11,6 +11,7 @@ sampled since ``init``, as :func:`metarl.rl.evaluation.adaptation_returns` adapt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -78,18 +79,26 @@ class MAMLAgent:
         adaptation_episodes: the episodes per env that ``adapt`` uses (Meta-World's
             ``adaptation_episodes``).
         seed: seeds the action noise.
+        on_init: called at each :meth:`init` after the first with the rounds begun before it (progress).
     """
 
-    def __init__(self, run: Any, *, adaptation_episodes: int, seed: int = 0, deterministic: bool = False) -> None:
+    def __init__(self, run: Any, *, adaptation_episodes: int, seed: int = 0, deterministic: bool = False,
+                 on_init: Callable[[int], None] | None = None) -> None:
         self.run = run
         self.adaptation_episodes = int(adaptation_episodes)
         self.deterministic = deterministic
         self._theta: Params = dict(run.params)
         self._generator = torch.Generator().manual_seed(seed)
+        self.rounds = -1  # the evaluation calls init once per round; the constructor's call is not one
+        self._on_init = None
         self.init()
+        self._on_init = on_init
 
     def init(self) -> None:
-        """New tasks: back to the meta-learned parameters, no episodes."""
+        """New tasks: back to the meta-learned parameters, no episodes (``on_init(rounds begun before)``)."""
+        self.rounds += 1
+        if self._on_init is not None:
+            self._on_init(self.rounds - 1)
         self._params: Params = self._theta
         self._per_task = False
         self._batches: list[Episodes] = []
@@ -147,6 +156,7 @@ def official_evaluation(
     max_episode_steps: int | None = None,
     seed: int | None = None,
     deterministic: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """``metaworld.evaluation.metalearning_evaluation`` of ``run`` (a loaded Meta-World run) on its
     benchmark's test tasks; returns ``{"benchmark", "success_rate", "return", "success_by_env", "settings"}``.
@@ -157,6 +167,7 @@ def official_evaluation(
     ``adaptation_episodes`` its ``env.episodes_per_task``, episodes of the env's own length (500), and
     ``seed`` the run's ``benchmark_seed``: Meta-World's held-out goals of the task sets the run
     trained on. ``max_episode_steps`` shortens episodes (for tests only: papers use 500).
+    ``progress(done, num_evals)`` is called as each round begins (the rounds done before it).
     """
     from metaworld.evaluation import metalearning_evaluation
 
@@ -180,7 +191,8 @@ def official_evaluation(
         extra["max_episode_steps"] = max_episode_steps
     envs = gym.make_vec(f"Meta-World/{'ML1' if ml1 else benchmark}-test", seed=seed, meta_batch_size=meta_batch_size,
                         total_tasks_per_cls=total_tasks_per_cls, vector_strategy="sync", **extra)
-    agent = MAMLAgent(run, adaptation_episodes=adaptation_episodes, seed=seed, deterministic=deterministic)
+    agent = MAMLAgent(run, adaptation_episodes=adaptation_episodes, seed=seed, deterministic=deterministic,
+                      on_init=None if progress is None else lambda done: progress(done, num_evals))
     try:
         success, mean_return, by_env = metalearning_evaluation(
             agent, envs, num_evals=num_evals, adaptation_steps=adaptation_steps,

@@ -7,7 +7,8 @@
 # Usage: bash experiments/locomotion.sh TASK [OUT_DIR] [SEED] [--set key=value ...]
 #   TASK: halfcheetah_vel, halfcheetah_dir, ant_vel, ant_dir or ant_goal (default OUT_DIR:
 #   runs/TASK-paper, SEED 1). Runs that exist are resumed unless finished, so the script can be run
-#   again after an interruption. Extra arguments go to `metarl train` when a run starts, e.g. one core
+#   again after an interruption. Extra arguments go to `metarl train` when a run starts or resumes
+#   (--set num_iterations=N extends finished shorter runs), e.g. one core
 #   per run (--set sampler.num_workers=1 --set update_threads=1) or a quick dry run:
 #   bash experiments/locomotion.sh ant_vel /tmp/ant 1 --set num_iterations=2 --set meta_batch_size=2 \
 #     --set env.episodes_per_task=2
@@ -26,7 +27,7 @@ source "$(dirname "$0")/rl_common.sh"
 baselines=(--baseline pretrained="$out/pretrain")
 train maml "$task"
 train pretrain "${task}_pretrain"
-if metarl configs | grep -q "^${task}_oracle "; then
+if metarl configs | grep "^${task}_oracle " > /dev/null; then  # not -q: an early exit would break the pipe (pipefail)
   train oracle "${task}_oracle"
   baselines+=(--baseline oracle="$out/oracle")
 fi

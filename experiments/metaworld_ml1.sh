@@ -6,13 +6,14 @@
 # Needs the extra: pip install "metarl[metaworld]" (MuJoCo 3.3).
 # Usage: bash experiments/metaworld_ml1.sh ENV [OUT_DIR] [SEED ...] [--set key=value ...]
 #   ENV: reach, push or pick_place (default OUT_DIR runs/metaworld_ml1_ENV-seeds, seeds 1 and 2). Runs
-#   that exist are resumed unless finished. The --set arguments go to `metarl train` when a run starts,
-#   e.g. a budget: --set num_iterations=40; a quick dry run: --set num_iterations=1 --set meta_batch_size=2
+#   that exist are resumed unless finished. The --set arguments go to `metarl train` when a run starts or
+#   resumes (--set num_iterations=N extends finished shorter runs), e.g. a budget: --set num_iterations=40; a quick dry run: --set num_iterations=1 --set meta_batch_size=2
 #   --set env.episodes_per_task=1 --set env.kwargs.max_episode_steps=20
 #   RESULTS.md's budget: --set num_iterations=20 --set checkpoint_every=1 (4M env steps, ~40 min per seed on
 #   2 cores). A run's official evaluation (one process, ~25 min; its output in RUN/metaworld_eval.log) runs in
 #   the background while the next seed trains.
 set -euo pipefail
+source "$(dirname "$0")/runs_lib.sh"
 envs="reach push pick_place"
 env=${1:-}
 if [[ " $envs " != *" $env "* ]]; then
@@ -31,13 +32,7 @@ runs=()
 evals=()  # each run's official evaluation (one process) runs while the next seed trains
 for s in "${seeds[@]}"; do
   dir=$out/seed-$s
-  want=
-  [ -f "$dir/config.yaml" ] && want=$(awk '$1 == "num_iterations:" {print $2}' "$dir/config.yaml")
-  if [ ! -f "$dir/checkpoints/last.pt" ]; then
-    metarl train "metaworld_ml1_$env" --seed "$s" --logdir "$dir" --overwrite ${extra[@]+"${extra[@]}"}
-  elif ! tail -n 1 "$dir/metrics.csv" | grep -q "^$want,"; then
-    metarl train --resume "$dir"
-  fi
+  run_seed "$dir" "metaworld_ml1_$env" "$s" ${extra[@]+"${extra[@]}"}
   if [ ! -f "$dir/metaworld_eval.json" ]; then
     metarl evaluate "$dir" --metaworld-official --out "$dir/metaworld_eval.json" > "$dir/metaworld_eval.log" 2>&1 &
     evals+=($!)

@@ -6,7 +6,7 @@
 # (the paper's figure) and on 400 (the reference implementation's numbers).
 # Usage: bash experiments/navigation2d.sh [OUT_DIR] [SEED] [--set key=value ...]
 #   Runs that exist are resumed unless finished. Extra arguments go to `metarl train` when a run
-#   starts, e.g. a quick dry run:
+#   starts or resumes (--set num_iterations=N extends finished shorter runs), e.g. a quick dry run:
 #   bash experiments/navigation2d.sh /tmp/nav 1 --set num_iterations=2 --set meta_batch_size=2 \
 #     --set env.episodes_per_task=2
 set -euo pipefail

@@ -5,10 +5,12 @@
 # pooled: mean over seeds, and the interquartile mean with a stratified-bootstrap 95% interval
 # (Agarwal et al. 2021).
 # Usage: bash experiments/navigation2d_seeds.sh [OUT_DIR] [SEED ...] [--set key=value ...]  (default seeds 1-5)
-#   About 11 minutes per seed on one core; runs that exist are resumed unless finished. The `--set`
-#   arguments go to `metarl train` when a run starts (e.g. --set sampler.num_workers=1 --set update_threads=1
+#   About 35 minutes per seed on one core; runs that exist are resumed unless finished. The `--set`
+#   arguments go to `metarl train` when a run starts or resumes (--set num_iterations=1000 extends
+#   finished 500-iteration runs; e.g. --set sampler.num_workers=1 --set update_threads=1
 #   to keep a run on one core).
 set -euo pipefail
+source "$(dirname "$0")/runs_lib.sh"
 out=${1:-runs/navigation2d-seeds}
 shift || true
 seeds=()
@@ -19,11 +21,7 @@ mkdir -p "$out"
 runs=()
 for s in "${seeds[@]}"; do
   dir=$out/seed-$s
-  if [ ! -f "$dir/checkpoints/last.pt" ]; then
-    metarl train navigation2d_lvc --seed "$s" --logdir "$dir" --overwrite ${extra[@]+"${extra[@]}"}
-  elif ! tail -n 1 "$dir/metrics.csv" | grep -q "^500,"; then
-    metarl train --resume "$dir"
-  fi
+  run_seed "$dir" navigation2d_lvc "$s" ${extra[@]+"${extra[@]}"}
   runs+=("$dir")
 done
 metarl evaluate "${runs[@]}" --tasks 400 --steps 3 --seed 1 --out "$out/pooled.json"

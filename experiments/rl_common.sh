@@ -9,17 +9,8 @@ extra=("$@")
 eval_seed=$((seed + 1000))
 mkdir -p "$out"
 
-finished() { # RUN_DIR: its last logged iteration is its config's num_iterations
-  local want
-  want=$(awk '$1 == "num_iterations:" {print $2}' "$1/config.yaml")
-  [ -n "$want" ] && [ -f "$1/metrics.csv" ] && tail -n 1 "$1/metrics.csv" | grep -q "^$want,"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/runs_lib.sh"
 
-train() { # NAME CONFIG
-  local dir=$out/$1
-  if [ ! -f "$dir/checkpoints/last.pt" ]; then
-    metarl train "$2" --seed "$seed" --logdir "$dir" --overwrite ${extra[@]+"${extra[@]}"}  # --overwrite: a start killed before its first checkpoint
-  elif ! finished "$dir"; then
-    metarl train --resume "$dir"
-  fi
+train() { # NAME CONFIG: runs/NAME from CONFIG (started, resumed or skipped: run_seed)
+  run_seed "$out/$1" "$2" "$seed" ${extra[@]+"${extra[@]}"}
 }

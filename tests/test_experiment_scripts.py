@@ -13,9 +13,10 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "experiments"
 
-# A stand-in `metarl`: `train` writes a finished run (config, metrics, last.pt); `evaluate --metaworld-official`
-# writes its --out file a second later and records "done RUN", or fails with FAIL_OFFICIAL set; every call is
-# appended to $CALLS.
+# A stand-in `metarl`: `train` writes a finished run (config, metrics, last.pt); `configs` lists two oracle
+# configs; `evaluate --metaworld-official`
+# writes its --out file and records "done RUN" (with WAIT_FOR set, only after a call matching it), or fails
+# with FAIL_OFFICIAL set; every call is appended to $CALLS.
 STUB = r"""#!/usr/bin/env bash
 echo "metarl $*" >> "$CALLS"
 if [ "$1" = train ]; then
@@ -24,9 +25,14 @@ if [ "$1" = train ]; then
   fi
   mkdir -p "$d/checkpoints"; touch "$d/checkpoints/last.pt"
   echo "num_iterations: 2" > "$d/config.yaml"; echo "2,0.5" > "$d/metrics.csv"
+elif [ "$1" = configs ]; then
+  printf '%s\n' "halfcheetah_vel_oracle  the oracle" "ant_vel_oracle  the oracle" "ant_dir  MAML"
 elif [ "$1" = evaluate ] && [[ "$*" == *--metaworld-official* ]]; then
   [ -n "${FAIL_OFFICIAL:-}" ] && { echo "official evaluation broke" >&2; exit 3; }
-  sleep 1; echo '{}' > "${@: -1}"; echo "done $2" >> "$CALLS"
+  # with WAIT_FOR set, finish only once a call matching it was made (or fail after 20 s)
+  for _ in $(seq 200); do [ -z "${WAIT_FOR:-}" ] || grep -q -- "$WAIT_FOR" "$CALLS" && break; sleep 0.1; done
+  [ -z "${WAIT_FOR:-}" ] || grep -q -- "$WAIT_FOR" "$CALLS" || exit 4
+  echo '{}' > "${@: -1}"; echo "done $2" >> "$CALLS"
 fi
 """
 
@@ -49,16 +55,18 @@ def _run(script: str, args: list[str], env: dict[str, str]) -> tuple[subprocess.
 
 def test_metaworld_ml1_trains_each_seed_evaluates_each_run_and_pools(tmp_path, stub):
     out = tmp_path / "out"
-    proc, calls = _run("metaworld_ml1.sh", ["push", str(out), "1", "2", "--set", "num_iterations=2"], stub)
+    # each evaluation finishes only after seed 2 started training: run in the foreground, seed 1's would fail
+    proc, calls = _run("metaworld_ml1.sh", ["push", str(out), "1", "2", "--set", "num_iterations=2"],
+                       {**stub, "WAIT_FOR": "--seed 2"})
     assert proc.returncode == 0, proc.stderr
     trains = [c for c in calls if c.startswith("metarl train")]
     assert trains == [f"metarl train metaworld_ml1_push --seed {s} --logdir {out}/seed-{s} --overwrite "
                       "--set num_iterations=2" for s in (1, 2)]
-    official = [c for c in calls if "--metaworld-official" in c]
+    official = sorted(c for c in calls if "--metaworld-official" in c)
     assert official == [f"metarl evaluate {out}/seed-{s} --metaworld-official --out {out}/seed-{s}/metaworld_eval.json"
                         for s in (1, 2)]
-    # seed 1's evaluation runs in the background while seed 2 trains, and the pooling waits for both
-    assert calls.index(official[0]) < calls.index(trains[1]) < calls.index(f"done {out}/seed-1")
+    # seed 1's evaluation ran in the background while seed 2 trained, and the pooling waited for both
+    assert calls.index(trains[1]) < calls.index(f"done {out}/seed-1")
     assert calls.index(f"done {out}/seed-2") < len(calls) - 1
     assert calls[-1] == f"metarl evaluate {out}/seed-1 {out}/seed-2 --tasks 40 --seed 1 --out {out}/pooled.json"
 
@@ -94,3 +102,39 @@ def test_metaworld_ml1_refuses_an_unknown_env(tmp_path, stub):
     assert proc.stderr.strip() == ("metaworld_ml1.sh: unknown ML1 env 'pick-place'; use one of: "
                                    "reach push pick_place")
     assert calls == []
+
+
+def _finished_run(run: Path, iterations: int) -> None:
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").touch()
+    (run / "config.yaml").write_text(f"seed: 1\nnum_iterations: {iterations}\n")
+    (run / "metrics.csv").write_text(f"iteration,x\n{iterations - 1},0.2\n{iterations},0.1\n")
+
+
+def test_navigation_seeds_skips_finished_runs_and_extends_them_with_a_larger_budget(tmp_path, stub):
+    out = tmp_path / "nav"
+    _finished_run(out / "seed-1", 500)
+    pooled = f"metarl evaluate {out}/seed-1 {out}/seed-2 --tasks 400 --steps 3 --seed 1 --out {out}/pooled.json"
+    proc, calls = _run("navigation2d_seeds.sh", [str(out), "1", "2", "--set", "update_threads=1"], stub)
+    assert proc.returncode == 0, proc.stderr
+    assert calls == [f"metarl train navigation2d_lvc --seed 2 --logdir {out}/seed-2 --overwrite --set update_threads=1",
+                     pooled]
+
+    Path(stub["CALLS"]).unlink()
+    proc, calls = _run("navigation2d_seeds.sh", [str(out), "1", "2", "--set", "num_iterations=1000"], stub)
+    assert proc.returncode == 0, proc.stderr
+    assert calls == [f"metarl train --resume {out}/seed-{s} --set num_iterations=1000" for s in (1, 2)] + [pooled]
+
+
+@pytest.mark.parametrize("task, oracle", [("halfcheetah_vel", True), ("ant_dir", False)])
+def test_locomotion_trains_maml_and_its_baselines_then_evaluates_them_together(tmp_path, stub, task, oracle):
+    out = tmp_path / task
+    proc, calls = _run("locomotion.sh", [task, str(out), "3", "--set", "meta_batch_size=2"], stub)
+    assert proc.returncode == 0, proc.stderr
+    names = [("maml", task), ("pretrain", f"{task}_pretrain")] + ([("oracle", f"{task}_oracle")] if oracle else [])
+    assert [c for c in calls if c.startswith("metarl train")] == [
+        f"metarl train {config} --seed 3 --logdir {out}/{name} --overwrite --set meta_batch_size=2"
+        for name, config in names]
+    baselines = f"--baseline pretrained={out}/pretrain" + (f" --baseline oracle={out}/oracle" if oracle else "")
+    assert calls[-1] == (f"metarl evaluate {out}/maml --tasks 40 --steps 3 --seed 1003 {baselines} "
+                         f"--out {out}/maml/eval-40.json --plot {out}/maml/eval-40.png")

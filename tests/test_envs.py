@@ -390,3 +390,11 @@ def test_constructor_errors() -> None:
         envs.AntGoalEnv(task={"goal": (5, 0)})
     with pytest.raises(TypeError, match="forward_reward_weight does not apply"):
         envs.HalfCheetahVelEnv(forward_reward_weight=2.0)
+
+
+def test_a_physics_worker_imports_no_torch():
+    """A physics worker process imports ``metarl.envs.physics`` only: the package's exports load lazily,
+    so the worker does not pay torch's import (seconds) at each start."""
+    code = "import sys, metarl.envs.physics, metarl; assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -71,6 +71,24 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     assert len(rows_full) == len(rows_part)
 
 
+def test_a_finished_run_extended_by_resume_with_a_larger_budget(tmp_path, capsys):
+    """``metarl train --resume RUN --set num_iterations=N``: a finished 20-iteration run continues to N,
+    its config.yaml says N, and a later plain --resume finds it finished."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("benchmark: sinusoid\nname: tiny\nseed: 3\nnum_iterations: 20\nmeta_batch_size: 5\n"
+                   "log_every: 10\ncheckpoint_every: 10\neval: {every: 10, tasks: 10, test_tasks: 20}\n")
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--logdir", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--set", "num_iterations=30"]) == 0
+    assert load_checkpoint(run)["iteration"] == 30
+    assert "num_iterations: 30" in (run / "config.yaml").read_text()
+    rows = (run / "metrics.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [10, 20, 30]
+    assert main(["train", "--resume", str(run)]) == 0  # finished: nothing more
+    assert load_checkpoint(run)["iteration"] == 30
+    assert len((run / "metrics.csv").read_text().splitlines()) == 4
+
+
 def test_sigterm_writes_checkpoint_and_exits_zero(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("benchmark: sinusoid\nnum_iterations: 1000000\nmeta_batch_size: 5\ncheckpoint_every: 1000000\n"

@@ -7,11 +7,11 @@
 # Usage: bash experiments/metaworld_ml1.sh ENV [OUT_DIR] [SEED ...] [--set key=value ...]
 #   ENV: reach, push or pick_place (default OUT_DIR runs/metaworld_ml1_ENV-seeds, seeds 1 and 2). Runs
 #   that exist are resumed unless finished. The --set arguments go to `metarl train` when a run starts or
-#   resumes (--set num_iterations=N extends finished shorter runs), e.g. a budget: --set num_iterations=40; a quick dry run: --set num_iterations=1 --set meta_batch_size=2
-#   --set env.episodes_per_task=1 --set env.kwargs.max_episode_steps=20
-#   RESULTS.md's budget: --set num_iterations=20 --set checkpoint_every=1 (4M env steps, ~40 min per seed on
-#   2 cores). A run's official evaluation (one process, ~25 min; its output in RUN/metaworld_eval.log) runs in
-#   the background while the next seed trains.
+#   resumes (--set num_iterations=N extends finished shorter runs). RESULTS.md's budget: --set
+#   num_iterations=20 --set checkpoint_every=1 (4M env steps, about 40 min per seed on 2 cores); a quick dry
+#   run: --set num_iterations=1 --set meta_batch_size=2 --set env.episodes_per_task=1
+#   --set env.kwargs.max_episode_steps=20. Each run's official evaluation (one process, about 30 min; its
+#   output in RUN/metaworld_eval.log) runs in the background while the next seed trains.
 set -euo pipefail
 source "$(dirname "$0")/runs_lib.sh"
 envs="reach push pick_place"

@@ -202,3 +202,15 @@ def test_in_process_batch_is_the_same_interface() -> None:
         assert local.success is not None and local.success.dtype == bool
     finally:
         local.close()
+
+
+def test_whether_a_policy_can_travel_is_judged_per_object():
+    """Two policies of one class: the one holding something that does not pickle stays in this process,
+    the other travels, whichever is asked first (the answer is remembered per object, not per class)."""
+    from metarl.rl.generic_sampler import _cpu_and_picklable
+
+    plain, odd = GaussianMLPPolicy(3, 2, [4], "tanh", 1.0), GaussianMLPPolicy(3, 2, [4], "tanh", 1.0)
+    odd.hook = lambda x: x  # a lambda does not pickle
+    for _ in range(2):  # the second time from what was remembered
+        assert _cpu_and_picklable(plain, detach_params(params_of(plain)))
+        assert not _cpu_and_picklable(odd, detach_params(params_of(odd)))

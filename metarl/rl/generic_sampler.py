@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
@@ -205,18 +206,24 @@ def _cpu_and_picklable(policy: Any, params: Mapping[str, torch.Tensor]) -> bool:
     tensors = [*params.values(), *(policy.parameters() if isinstance(policy, torch.nn.Module) else [])]
     if any(t.device.type != "cpu" for t in tensors) or type(policy).__module__ == "__main__":
         return False
-    kind = type(policy)
-    if kind not in _PICKLES:  # once per policy class: sample() is called twice per task batch
-        try:
-            pickle.dumps(policy)
-            _PICKLES[kind] = True
-        except Exception:
-            _PICKLES[kind] = False
-    return _PICKLES[kind]
+    try:  # remembered per policy object: training samples with the same policy twice per iteration
+        return _PICKLES[policy]
+    except (KeyError, TypeError):
+        pass
+    try:
+        pickle.dumps(policy)
+        ok = True
+    except Exception:
+        ok = False
+    try:
+        _PICKLES[policy] = ok
+    except TypeError:  # not weakly referenceable or not hashable: checked again at each call
+        pass
+    return ok
 
 
-#: Whether instances of each policy class pickled (see :func:`_cpu_and_picklable`).
-_PICKLES: dict[type, bool] = {}
+#: Whether each policy object pickled (see :func:`_cpu_and_picklable`); an entry goes with its policy.
+_PICKLES: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 class GenericSampler(VecSampler):

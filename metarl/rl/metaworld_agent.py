@@ -11,6 +11,7 @@ sampled since ``init``, as :func:`metarl.rl.evaluation.adaptation_returns` adapt
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -79,26 +80,26 @@ class MAMLAgent:
         adaptation_episodes: the episodes per env that ``adapt`` uses (Meta-World's
             ``adaptation_episodes``).
         seed: seeds the action noise.
-        on_init: called at each :meth:`init` after the first with the rounds begun before it (progress).
+        on_init: called at the start of each :meth:`init` (the evaluation's rounds; progress).
     """
 
     def __init__(self, run: Any, *, adaptation_episodes: int, seed: int = 0, deterministic: bool = False,
-                 on_init: Callable[[int], None] | None = None) -> None:
+                 on_init: Callable[[], None] | None = None) -> None:
         self.run = run
         self.adaptation_episodes = int(adaptation_episodes)
         self.deterministic = deterministic
         self._theta: Params = dict(run.params)
         self._generator = torch.Generator().manual_seed(seed)
-        self.rounds = -1  # the evaluation calls init once per round; the constructor's call is not one
-        self._on_init = None
-        self.init()
         self._on_init = on_init
+        self._start()
 
     def init(self) -> None:
-        """New tasks: back to the meta-learned parameters, no episodes (``on_init(rounds begun before)``)."""
-        self.rounds += 1
+        """New tasks: back to the meta-learned parameters, no episodes."""
         if self._on_init is not None:
-            self._on_init(self.rounds - 1)
+            self._on_init()
+        self._start()
+
+    def _start(self) -> None:
         self._params: Params = self._theta
         self._per_task = False
         self._batches: list[Episodes] = []
@@ -191,8 +192,9 @@ def official_evaluation(
         extra["max_episode_steps"] = max_episode_steps
     envs = gym.make_vec(f"Meta-World/{'ML1' if ml1 else benchmark}-test", seed=seed, meta_batch_size=meta_batch_size,
                         total_tasks_per_cls=total_tasks_per_cls, vector_strategy="sync", **extra)
+    rounds = itertools.count()  # the evaluation calls agent.init once per round
     agent = MAMLAgent(run, adaptation_episodes=adaptation_episodes, seed=seed, deterministic=deterministic,
-                      on_init=None if progress is None else lambda done: progress(done, num_evals))
+                      on_init=None if progress is None else lambda: progress(next(rounds), num_evals))
     try:
         success, mean_return, by_env = metalearning_evaluation(
             agent, envs, num_evals=num_evals, adaptation_steps=adaptation_steps,

@@ -349,6 +349,9 @@ class SamplerConfig:
                                  "ray: actors, one CPU each (0: the cluster's CPUs)")
     address: str | None = _f(None, "ray: null starts a local Ray; 'auto' or 'host:port' / 'ray://host:port' "
                                    "joins a running cluster")
+    start_timeout: float = positive(120.0, "ray: seconds to wait for the actors to start, and for a lost "
+                                           "worker's replacement, before the run stops with a checkpoint "
+                                           "(raise it on an autoscaling cluster)")
 
     def __post_init__(self) -> None:
         if self.address is not None and self.backend != "ray":

@@ -170,7 +170,7 @@ def _ray_sampler(cfg: RLConfig, seed: int) -> Any:
     try:
         return RaySampler(cfg.env.id, episodes_per_task=cfg.env.episodes_per_task,
                           num_workers=cfg.sampler.num_workers, seed=seed, env_kwargs=env_kwargs(cfg),
-                          address=cfg.sampler.address)
+                          address=cfg.sampler.address, start_timeout=cfg.sampler.start_timeout)
     except (ValueError, envs.TaskProtocolError) as e:  # no time limit, or not the protocol
         raise ConfigError(f"env.id: {e}") from None
 

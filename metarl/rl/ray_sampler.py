@@ -229,7 +229,7 @@ class RaySampler(TaskSource, SeededSampler):
             self.close()
             raise RayClusterError(
                 f"Ray sampler: {num_workers or 'one per CPU'} workers did not start within {start_timeout:g} s "
-                f"at {self._where()} ({cpus:g} CPUs): {e}"
+                f"at {self._where()} ({cpus:g} CPUs; sampler.start_timeout sets the wait): {e}"
             ) from e
 
     # ------------------------------------------------------------------ Ray plumbing
@@ -268,7 +268,8 @@ class RaySampler(TaskSource, SeededSampler):
             raise RayClusterError(
                 f"Ray sampler: the replacement of worker {i} did not start within {self.start_timeout:g} s at "
                 f"{self._where()} ({ray.cluster_resources().get('CPU', 0):g} CPU(s) left for {len(self.workers)} "
-                "workers; a node was lost?): add a node or lower sampler.num_workers, then --resume the run"
+                "workers; a node was lost?): add a node or lower sampler.num_workers (or, if nodes are still "
+                "starting, raise sampler.start_timeout), then --resume the run"
             )
 
     # ------------------------------------------------------------------ sampler interface

@@ -181,12 +181,12 @@ def test_errors_of_the_rollout_itself_are_raised_not_retried() -> None:
 
 def test_config_backend_ray_gives_the_local_runs_episodes() -> None:
     """``sampler.backend: ray`` through the learner: pre- and post-adaptation episodes (the latter
-    with per-task adapted parameters) equal the local backend's."""
+    with per-task adapted parameters) equal the local backend's; ``sampler.start_timeout`` reaches it."""
     from metarl.config import config_from_dict
     from metarl.rl.learner import RLLearner
 
     runs = []
-    for sampler in ({"backend": "local", "num_workers": 1}, {"backend": "ray", "num_workers": 2}):
+    for sampler in ({"backend": "local", "num_workers": 1}, {"backend": "ray", "num_workers": 2, "start_timeout": 300}):
         cfg = config_from_dict({
             "benchmark": "rl", "seed": 3, "meta_batch_size": 4, "env": {"id": NAV, "episodes_per_task": 4},
             "policy": {"hidden": [16, 16]}, "sampler": sampler,
@@ -194,6 +194,8 @@ def test_config_backend_ray_gives_the_local_runs_episodes() -> None:
         learner = RLLearner(cfg)
         try:
             assert isinstance(learner.sampler, RaySampler) == (sampler["backend"] == "ray")
+            if sampler["backend"] == "ray":
+                assert learner.sampler.start_timeout == 300.0
             tasks = learner.env.unwrapped.sample_tasks(cfg.meta_batch_size, learner.np_rng)
             train, valid = learner.sample_adapted(tasks)
             runs.append([*train, valid])

@@ -10,7 +10,7 @@
 #   resumes (--set num_iterations=N extends finished shorter runs). RESULTS.md's budget: --set
 #   num_iterations=20 --set checkpoint_every=1 (4M env steps, about 40 min per seed on 2 cores); a quick dry
 #   run: --set num_iterations=1 --set meta_batch_size=2 --set env.episodes_per_task=1
-#   --set env.kwargs.max_episode_steps=20. Each run's official evaluation (one process, about 30 min; its
+#   --set env.kwargs.max_episode_steps=20. Each run's official evaluation (about 30 min of one core; its
 #   output in RUN/metaworld_eval.log) runs in the background while the next seed trains.
 set -euo pipefail
 source "$(dirname "$0")/runs_lib.sh"

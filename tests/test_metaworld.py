@@ -127,10 +127,15 @@ def test_train_and_evaluate_log_success(tmp_path, capsys, monkeypatch):
 
     # the official evaluation, unchanged, on a tiny budget
     rounds = []
-    out = official_evaluation(metarl.load(run), num_evals=1, adaptation_steps=1, adaptation_episodes=1,
-                              evaluation_episodes=1, meta_batch_size=2, total_tasks_per_cls=2,
-                              max_episode_steps=SHORT, progress=lambda done, total: rounds.append((done, total)))
-    assert rounds == [(0, 1)]  # one round, reported as it begins
+    tiny = dict(num_evals=2, adaptation_steps=1, adaptation_episodes=1, evaluation_episodes=1, meta_batch_size=2,
+                total_tasks_per_cls=4, max_episode_steps=SHORT)
+    out = official_evaluation(metarl.load(run), progress=lambda done, total: rounds.append((done, total)), **tiny)
+    assert rounds == [(0, 2), (1, 2)]  # a line per round, reported as it begins
+    # the envs stepping in worker processes (the default) or in this one give the same evaluation
+    sync = official_evaluation(metarl.load(run), vector_strategy="sync", **tiny)
+    assert out["settings"]["vector_strategy"] == "async" and sync["settings"]["vector_strategy"] == "sync"
+    for key in ("success_rate", "return", "success_by_env"):
+        assert out[key] == sync[key], key
 
     # the CLI: a progress line per round, the result printed and written (the evaluation itself as above)
     def short(run_, progress, **kw):

@@ -158,6 +158,7 @@ def official_evaluation(
     seed: int | None = None,
     deterministic: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    vector_strategy: str = "async",
 ) -> dict[str, Any]:
     """``metaworld.evaluation.metalearning_evaluation`` of ``run`` (a loaded Meta-World run) on its
     benchmark's test tasks; returns ``{"benchmark", "success_rate", "return", "success_by_env", "settings"}``.
@@ -169,10 +170,16 @@ def official_evaluation(
     ``seed`` the run's ``benchmark_seed``: Meta-World's held-out goals of the task sets the run
     trained on. ``max_episode_steps`` shortens episodes (for tests only: papers use 500).
     ``progress(done, num_evals)`` is called as each round begins (the rounds done before it).
+    ``vector_strategy``: Meta-World's vector env, ``"async"`` (one process per env: the envs step in
+    parallel on every core) or ``"sync"`` (all in this process); both give the same numbers (tested), as the
+    envs' transitions and the agent's action noise do not depend on where the envs step.
     """
     from metaworld.evaluation import metalearning_evaluation
 
     import metarl.envs.metaworld  # noqa: F401  (the run's env: its benchmark and seed)
+
+    if vector_strategy not in ("async", "sync"):
+        raise ValueError(f"official_evaluation: vector_strategy must be 'async' or 'sync', got {vector_strategy!r}")
 
     cfg = run.config
     env = make_env(cfg)
@@ -191,7 +198,7 @@ def official_evaluation(
     if max_episode_steps is not None:
         extra["max_episode_steps"] = max_episode_steps
     envs = gym.make_vec(f"Meta-World/{'ML1' if ml1 else benchmark}-test", seed=seed, meta_batch_size=meta_batch_size,
-                        total_tasks_per_cls=total_tasks_per_cls, vector_strategy="sync", **extra)
+                        total_tasks_per_cls=total_tasks_per_cls, vector_strategy=vector_strategy, **extra)
     rounds = itertools.count()  # the evaluation calls agent.init once per round
     agent = MAMLAgent(run, adaptation_episodes=adaptation_episodes, seed=seed, deterministic=deterministic,
                       on_init=None if progress is None else lambda: progress(next(rounds), num_evals))
@@ -211,5 +218,5 @@ def official_evaluation(
                      "adaptation_episodes": adaptation_episodes, "evaluation_episodes": evaluation_episodes,
                      "meta_batch_size": meta_batch_size, "total_tasks_per_cls": total_tasks_per_cls,
                      "max_episode_steps": max_episode_steps, "seed": seed, "deterministic": deterministic,
-                     "iteration": run.iteration},
+                     "vector_strategy": vector_strategy, "iteration": run.iteration},
     }

@@ -131,11 +131,11 @@ def test_train_and_evaluate_log_success(tmp_path, capsys, monkeypatch):
                 total_tasks_per_cls=4, max_episode_steps=SHORT)
     out = official_evaluation(metarl.load(run), progress=lambda done, total: rounds.append((done, total)), **tiny)
     assert rounds == [(0, 2), (1, 2)]  # a line per round, reported as it begins
-    # the envs stepping in worker processes (the default) or in this one give the same evaluation
-    sync = official_evaluation(metarl.load(run), vector_strategy="sync", **tiny)
-    assert out["settings"]["vector_strategy"] == "async" and sync["settings"]["vector_strategy"] == "sync"
+    # the envs stepping in this process (the default) or in worker processes give the same evaluation
+    forked = official_evaluation(metarl.load(run), vector_strategy="async", **tiny)
+    assert out["settings"]["vector_strategy"] == "sync" and forked["settings"]["vector_strategy"] == "async"
     for key in ("success_rate", "return", "success_by_env"):
-        assert out[key] == sync[key], key
+        assert out[key] == forked[key], key
 
     # the CLI: a progress line per round, the result printed and written (the evaluation itself as above)
     def short(run_, progress, **kw):

@@ -158,7 +158,7 @@ def official_evaluation(
     seed: int | None = None,
     deterministic: bool = False,
     progress: Callable[[int, int], None] | None = None,
-    vector_strategy: str = "async",
+    vector_strategy: str = "sync",
 ) -> dict[str, Any]:
     """``metaworld.evaluation.metalearning_evaluation`` of ``run`` (a loaded Meta-World run) on its
     benchmark's test tasks; returns ``{"benchmark", "success_rate", "return", "success_by_env", "settings"}``.
@@ -170,9 +170,10 @@ def official_evaluation(
     ``seed`` the run's ``benchmark_seed``: Meta-World's held-out goals of the task sets the run
     trained on. ``max_episode_steps`` shortens episodes (for tests only: papers use 500).
     ``progress(done, num_evals)`` is called as each round begins (the rounds done before it).
-    ``vector_strategy``: Meta-World's vector env, ``"async"`` (one process per env: the envs step in
-    parallel on every core) or ``"sync"`` (all in this process); both give the same numbers (tested), as the
-    envs' transitions and the agent's action noise do not depend on where the envs step.
+    ``vector_strategy``: Meta-World's vector env, ``"sync"`` (all envs in this process, Meta-World's default)
+    or ``"async"`` (one process per env); both give the same numbers (tested): the envs' transitions and the
+    agent's action noise do not depend on where the envs step. On 2 cores async was no faster (one ML1-reach
+    round: 117 s async, 111 s sync); with many cores it may be (not measured).
     """
     from metaworld.evaluation import metalearning_evaluation
 

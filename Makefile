@@ -38,9 +38,10 @@ test-metaworld:
 	@test -x .venv-mw/bin/python || python3 -m venv .venv-mw
 	@.venv-mw/bin/python -c 'import torch' 2>/dev/null || .venv-mw/bin/python -m pip install -q \
 		"torch==$${METARL_TORCH_VERSION:-2.13.0}" 2>&1 | grep -v -i warning || true
-	.venv-mw/bin/python -m pip install -q -e ".[metaworld,dev]" 2>&1 | grep -v -i -E "warning|^ *!!|wheel_obj|^$$" || true
-	.venv-mw/bin/python -c 'import metarl.envs, metaworld, mujoco; assert mujoco.__version__ < "4", mujoco.__version__'
-	.venv-mw/bin/python -m pytest -q tests/test_metaworld.py tests/test_sampler.py -k "metaworld or equals_gymnasium or bad_actions"
+	.venv-mw/bin/python -m pip install -q -e ".[metaworld,video,dev]" 2>&1 | grep -v -i -E "warning|^ *!!|wheel_obj|^$$" || true
+	.venv-mw/bin/python -c 'import metarl.envs, metaworld, mujoco, imageio_ffmpeg; assert mujoco.__version__ < "4", mujoco.__version__'
+	.venv-mw/bin/python -m pytest -q tests/test_metaworld.py tests/test_sampler.py tests/test_watch.py \
+		-k "metaworld or equals_gymnasium or bad_actions or record_mp4"
 
 test-slow: bootstrap
 	$(VENV)/python -m pytest -q -m "slow"

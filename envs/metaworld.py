@@ -197,11 +197,13 @@ class MetaWorldTaskEnv(gymnasium.Env):
 
 
 def _register() -> None:
+    # disable_env_checker: Gymnasium's passive checker warns on every make that some observation bounds are
+    # equal; Meta-World pads its observation with zero-width dims on purpose, so the warning is noise.
     entry = f"{__name__}:MetaWorldTaskEnv"
     for benchmark in [*metaworld.ML1.ENV_NAMES, *BENCHMARKS]:
         if env_id(benchmark) not in gymnasium.registry:
             gymnasium.register(id=env_id(benchmark), entry_point=entry, kwargs={"benchmark": benchmark},
-                               max_episode_steps=MAX_PATH_LENGTH)
+                               max_episode_steps=MAX_PATH_LENGTH, disable_env_checker=True)
 
 
 _register()

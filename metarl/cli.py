@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -101,12 +102,13 @@ def _evaluate_several(args: argparse.Namespace) -> int:
     from metarl.config import parse_overrides
     from metarl.evaluate import evaluate, format_pooled, format_table, pool_runs, write_json
 
-    single = [flag for flag, value in (("--figure", args.figure), ("--task", args.task),
-                                        ("--metaworld-official", args.metaworld_official), ("--plot", args.plot),
+    single = [flag for flag, value in (("--figure", args.figure), ("--task", args.task), ("--plot", args.plot),
                                         ("--baseline", args.baseline)) if value]
     if single:
         raise ConfigError(f"{', '.join(single)}: for one run only; with several runs `metarl evaluate` pools "
                           "them (evaluate each run alone for that)")
+    if args.metaworld_official:
+        return _metaworld_official_several(args)
     overrides = parse_overrides(args.set)
     _check_poolable(args, overrides)
     results = []
@@ -156,25 +158,74 @@ def _check_poolable(args: argparse.Namespace, overrides: list[tuple[str, Any]]) 
 def _metaworld_official(args: argparse.Namespace) -> int:
     """``metarl evaluate RUN --metaworld-official``: Meta-World's own metalearning_evaluation, unchanged
     (its defaults; ``--steps`` sets its adaptation steps), written as JSON."""
-    import metarl
     from metarl.evaluate import write_json
-    from metarl.rl.metaworld_agent import official_evaluation
 
-    run = metarl.load(args.run)
+    result = _official_one(args.run, args.steps, reuse=False)
+    out = args.out or _default_out(args.run, "metaworld_eval.json")
+    write_json(result, out)
+    print(f"[metarl] wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _metaworld_official_several(args: argparse.Namespace) -> int:
+    """``metarl evaluate RUN1 RUN2 ... --metaworld-official``: each run's official evaluation (its
+    ``RUN/metaworld_eval.json`` reused when it holds the same evaluation of the run's current checkpoint,
+    else run and written there), then pooled: mean success rate over runs, their range and a 95%
+    bootstrap interval (:func:`metarl.rl.metaworld_agent.pool_official`), written to ``--out`` if given."""
+    from metarl.evaluate import write_json
+    from metarl.rl.metaworld_agent import pool_official
+
+    if args.out and Path(args.out).resolve() in {_default_out(r, "metaworld_eval.json").resolve() for r in args.runs}:
+        raise ConfigError(f"--out {args.out}: that is a run's own metaworld_eval.json; give the pooled JSON "
+                          "another name, e.g. --out official_pooled.json")
+    results = []
+    for run in args.runs:
+        result = _official_one(run, args.steps, reuse=True)
+        out = _default_out(run, "metaworld_eval.json")
+        write_json(result, out)
+        results.append(result)
+    pooled = {"runs": [str(run) for run in args.runs], **pool_official(results)}
+    lo, hi = pooled["ci"]
+    level = round(100 * pooled["bootstrap"]["level"])
+    print(f"Meta-World {pooled['benchmark']} (official evaluation), {pooled['n_runs']} runs: success rate "
+          f"{pooled['success_rate']:.3f} [{level}% bootstrap CI {lo:.3f}, {hi:.3f}], runs "
+          f"{', '.join(f'{r:.3f}' for r in pooled['success_rates'])}; return {pooled['return']:.4g}")
+    if args.out:
+        write_json(pooled, args.out)
+        print(f"[metarl] wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _official_one(path: str, steps: int | None, *, reuse: bool) -> dict[str, Any]:
+    """One run's official evaluation, printed; with ``reuse``, its stored ``metaworld_eval.json`` when that
+    is the evaluation these settings would give of the run's current checkpoint."""
+    import metarl
+    from metarl.rl import metaworld_agent
+
+    run = metarl.load(path)
+    kwargs = {} if steps is None else {"adaptation_steps": steps}
+    stored_path = _default_out(path, "metaworld_eval.json")
+    if reuse and stored_path.is_file():
+        stored = json.loads(stored_path.read_text())
+        if metaworld_agent.same_official_evaluation(stored, metaworld_agent.official_settings(run, **kwargs)):
+            print(f"[metarl] {path}: reusing {stored_path} (the same evaluation of iteration {run.iteration})",
+                  file=sys.stderr)
+            _print_official(stored, run.iteration)
+            return stored
     start = time.perf_counter()
 
     def progress(done: int, total: int) -> None:  # one line per round: the evaluation takes minutes
         print(f"[metarl] Meta-World evaluation: round {done + 1}/{total} ({time.perf_counter() - start:.0f} s)",
               file=sys.stderr, flush=True)
 
-    result = official_evaluation(run, progress=progress,
-                                 **({} if args.steps is None else {"adaptation_steps": args.steps}))
-    print(f"Meta-World {result['benchmark']} (official evaluation, it {run.iteration}): success rate "
+    result = metaworld_agent.official_evaluation(run, progress=progress, **kwargs)
+    _print_official(result, run.iteration)
+    return result
+
+
+def _print_official(result: dict[str, Any], iteration: int) -> None:
+    print(f"Meta-World {result['benchmark']} (official evaluation, it {iteration}): success rate "
           f"{result['success_rate']:.3f}, return {result['return']:.4g}")
-    out = args.out or (Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent) / "metaworld_eval.json"
-    write_json(result, out)
-    print(f"[metarl] wrote {out}", file=sys.stderr)
-    return 0
 
 
 def _figure_run(args: argparse.Namespace) -> Any:
@@ -353,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "RUN_DIR/eval_tasks.json unless --out")
     e.add_argument("--metaworld-official", action="store_true",
                    help="Meta-World runs: metaworld.evaluation.metalearning_evaluation, unchanged, on Meta-World's "
-                        "held-out goals (its defaults; the success rate papers report); JSON to --out")
+                        "held-out goals (its defaults; the success rate papers report); JSON to --out (default "
+                        "RUN_DIR/metaworld_eval.json); with several runs, each run's (kept when current) and the "
+                        "pooled mean with a 95%% bootstrap CI to --out")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("record", help="RL: a video of the run adapting to a task (one episode before and after "

@@ -156,6 +156,52 @@ def test_train_and_evaluate_log_success(tmp_path, capsys, monkeypatch):
     assert set(out["success_by_env"]) == {"reach-v3"} and np.isfinite(out["return"])
 
 
+
+def test_official_evaluations_of_several_runs_pool_and_are_reused_while_current(tmp_path, capsys, monkeypatch):
+    """`metarl evaluate RUN1 RUN2 --metaworld-official`: each run evaluated and written, then pooled; a second
+    call reuses the stored results, and a run whose checkpoint moved on (another iteration) is evaluated
+    again."""
+    import shutil
+    from functools import partial
+
+    from metarl.rl import metaworld_agent
+
+    run1 = _tiny_run(tmp_path)
+    run2 = tmp_path / "run2"
+    shutil.copytree(run1, run2)
+    tiny = dict(num_evals=2, adaptation_episodes=1, evaluation_episodes=1, meta_batch_size=2,
+                total_tasks_per_cls=2, max_episode_steps=SHORT)
+    calls = []
+
+    def short(run_, progress, **kw):
+        calls.append(run_.iteration)
+        return official_evaluation(run_, progress=progress, **tiny, **kw)
+
+    monkeypatch.setattr(metaworld_agent, "official_evaluation", short)
+    monkeypatch.setattr(metaworld_agent, "official_settings", partial(metaworld_agent.official_settings, **tiny))
+    pooled_path = tmp_path / "pooled.json"
+    capsys.readouterr()
+    assert main(["evaluate", str(run1), str(run2), "--metaworld-official", "--out", str(pooled_path)]) == 0
+    assert len(calls) == 2
+    stored = [json.loads((r / "metaworld_eval.json").read_text()) for r in (run1, run2)]
+    pooled = json.loads(pooled_path.read_text())
+    assert pooled["runs"] == [str(run1), str(run2)] and pooled["n_runs"] == 2
+    assert pooled["success_rate"] == pytest.approx(np.mean([r["success_rate"] for r in stored]))
+    assert pooled["bootstrap"]["episodes_per_env"] == 2  # num_evals x evaluation_episodes
+    assert "2 runs: success rate" in capsys.readouterr().out
+
+    assert main(["evaluate", str(run1), str(run2), "--metaworld-official"]) == 0
+    assert len(calls) == 2  # both reused
+    assert capsys.readouterr().err.count("reusing") == 2
+    (run2 / "metaworld_eval.json").write_text(json.dumps({**stored[1], "settings": {**stored[1]["settings"],
+                                                                                      "iteration": 0}}))
+    assert main(["evaluate", str(run1), str(run2), "--metaworld-official", "--steps", "1"]) == 0
+    assert len(calls) == 3 and json.loads((run2 / "metaworld_eval.json").read_text())["settings"]["iteration"] == 1
+    # the pooled JSON may not overwrite a run's own result
+    assert main(["evaluate", str(run1), str(run2), "--metaworld-official",
+                 "--out", str(run1 / "metaworld_eval.json")]) == 2
+    assert "give the pooled JSON another name" in capsys.readouterr().err
+
 def test_timesteps_split_into_episodes_per_env():
     """Meta-World's same-step autoreset: env e's episodes are its runs of steps between two ends."""
     from metaworld.evaluation import Timestep

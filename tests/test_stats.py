@@ -203,3 +203,52 @@ def test_combine_runs_and_the_figure5_panels(tmp_path):
     other = {**run, "benchmark": "ant", "baselines": {"random": {"by_step": b}}}
     plot_panels([run, {**run, "baselines": {"random": {"by_step": a}}}, other], tmp_path / "f5.png")
     assert (tmp_path / "f5.png").stat().st_size > 10_000
+
+
+def _official(rates: dict[str, float], *, iteration: int = 20, ret: float = 100.0, **settings) -> dict:
+    base = {"num_evals": 10, "adaptation_steps": 1, "adaptation_episodes": 10, "evaluation_episodes": 3,
+            "meta_batch_size": 20, "total_tasks_per_cls": 40, "max_episode_steps": None, "seed": 0,
+            "deterministic": False, "vector_strategy": "sync", "iteration": iteration}
+    return {"benchmark": "ML10", "success_rate": float(np.mean(list(rates.values()))), "return": ret,
+            "success_by_env": rates, "settings": {**base, **settings}}
+
+
+def test_pool_official_matches_an_episode_by_episode_bootstrap():
+    """Meta-World's official evaluations pooled over runs: the mean of the runs' success rates, and an
+    interval that agrees with resampling each run's and env's 30 counted episodes one by one."""
+    from metarl.rl.metaworld_agent import pool_official
+
+    results = [_official({"a": 25 / 30, "b": 10 / 30}, ret=300.0),
+               _official({"a": 26 / 30, "b": 3 / 30}, iteration=18, ret=250.0, vector_strategy="async")]
+    pooled = pool_official(results, reps=20000, seed=1)
+    assert pooled["success_rate"] == pytest.approx(np.mean([r["success_rate"] for r in results]))
+    assert pooled["success_rates"] == pytest.approx([35 / 60, 29 / 60])
+    assert pooled["min"] == pytest.approx(29 / 60) and pooled["max"] == pytest.approx(35 / 60)
+    assert pooled["success_by_env"] == pytest.approx({"a": 51 / 60, "b": 13 / 60})
+    assert pooled["return"] == 275.0 and pooled["iterations"] == [20, 18]
+    assert "iteration" not in pooled["settings"] and pooled["bootstrap"]["episodes_per_env"] == 30
+
+    # the same bootstrap, written out: each (run, env) stratum's 30 episodes drawn with replacement
+    rng = np.random.default_rng(7)
+    episodes = [[np.r_[np.ones(k), np.zeros(30 - k)] for k in run] for run in ([25, 10], [26, 3])]
+    stats = np.mean([np.mean([ep[rng.integers(0, 30, size=(20000, 30))].mean(axis=1) for ep in run], axis=0)
+                     for run in episodes], axis=0)
+    lo, hi = np.quantile(stats, [0.025, 0.975])
+    assert pooled["ci"] == pytest.approx([lo, hi], abs=0.01)
+    assert pooled["ci"][0] < pooled["success_rate"] < pooled["ci"][1]
+
+
+def test_pool_official_closed_cases_and_refusals():
+    from metarl.rl.metaworld_agent import pool_official
+
+    solved = pool_official([_official({"reach-v3": 1.0}), _official({"reach-v3": 1.0})])
+    assert solved["success_rate"] == 1.0 and solved["ci"] == [1.0, 1.0]
+    one = pool_official([_official({"push-v3": 0.5})], reps=20000)  # Binomial(30, 0.5): sd 0.0913
+    assert one["ci"][0] == pytest.approx(0.5 - 1.96 * 0.0913, abs=0.02)
+    assert one["ci"][1] == pytest.approx(0.5 + 1.96 * 0.0913, abs=0.02)
+    with pytest.raises(ValueError, match=r"adaptation_steps \(1 vs 3\)"):
+        pool_official([_official({"a": 0.5}), _official({"a": 0.5}, adaptation_steps=3)])
+    with pytest.raises(ValueError, match="test envs differ"):
+        pool_official([_official({"a": 0.5}), _official({"b": 0.5})])
+    with pytest.raises(ValueError, match="not counts of 30 episodes"):
+        pool_official([_official({"a": 0.51})])

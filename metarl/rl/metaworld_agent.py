@@ -27,7 +27,8 @@ from metarl.rl.episodes import Episodes
 from metarl.rl.policies import policy_distribution_fn
 from metarl.rl.sampler import actions_from_noise, log_prob_from_noise
 
-__all__ = ["MAMLAgent", "official_evaluation", "timesteps_to_episodes"]
+__all__ = ["MAMLAgent", "official_evaluation", "official_settings", "pool_official", "same_official_evaluation",
+           "timesteps_to_episodes"]
 
 
 def timesteps_to_episodes(steps: list[Any], episodes: int) -> Episodes:
@@ -177,23 +178,18 @@ def official_evaluation(
     """
     from metaworld.evaluation import metalearning_evaluation
 
-    import metarl.envs.metaworld  # noqa: F401  (the run's env: its benchmark and seed)
+    import metarl.envs.metaworld  # noqa: F401  (Meta-World's benchmarks)
 
     if vector_strategy not in ("async", "sync"):
         raise ValueError(f"official_evaluation: vector_strategy must be 'async' or 'sync', got {vector_strategy!r}")
-
-    cfg = run.config
-    env = make_env(cfg)
-    try:
-        base = env.unwrapped
-        if not isinstance(base, metarl.envs.metaworld.MetaWorldTaskEnv):
-            raise ConfigError(f"Meta-World's official evaluation: the run's env {cfg.env.id} is not a Meta-World "
-                              "task set (metarl.envs.metaworld)")
-        benchmark, seed = base.benchmark, base.benchmark_seed if seed is None else seed
-    finally:
-        env.close()
-    adaptation_steps = cfg.inner.test_steps if adaptation_steps is None else adaptation_steps
-    adaptation_episodes = cfg.env.episodes_per_task if adaptation_episodes is None else adaptation_episodes
+    spec = official_settings(run, num_evals=num_evals, adaptation_steps=adaptation_steps,
+                             adaptation_episodes=adaptation_episodes, evaluation_episodes=evaluation_episodes,
+                             meta_batch_size=meta_batch_size, total_tasks_per_cls=total_tasks_per_cls,
+                             max_episode_steps=max_episode_steps, seed=seed, deterministic=deterministic,
+                             vector_strategy=vector_strategy)
+    settings = spec["settings"]
+    benchmark, seed = spec["env_name"], settings["seed"]
+    adaptation_steps, adaptation_episodes = settings["adaptation_steps"], settings["adaptation_episodes"]
     ml1 = benchmark not in metarl.envs.metaworld.BENCHMARKS
     extra = {"env_name": benchmark} if ml1 else {}
     if max_episode_steps is not None:
@@ -210,14 +206,120 @@ def official_evaluation(
         )
     finally:
         envs.close()
+    return {"benchmark": spec["benchmark"], "success_rate": float(success), "return": float(mean_return),
+            "success_by_env": {k: float(v) for k, v in by_env.items()}, "settings": settings}
+
+
+def official_settings(
+    run: Any,
+    *,
+    num_evals: int = 10,
+    adaptation_steps: int | None = None,
+    adaptation_episodes: int | None = None,
+    evaluation_episodes: int = 3,
+    meta_batch_size: int = 20,
+    total_tasks_per_cls: int | None = 40,
+    max_episode_steps: int | None = None,
+    seed: int | None = None,
+    deterministic: bool = False,
+    vector_strategy: str = "sync",
+) -> dict[str, Any]:
+    """What :func:`official_evaluation` with the same arguments would run and record, without running it:
+    ``{"benchmark", "env_name", "settings"}`` with the run's defaults filled in (its ``inner.test_steps``,
+    ``env.episodes_per_task``, ``benchmark_seed`` and iteration). Lets a caller tell whether a stored
+    result (its ``benchmark`` and ``settings``) is the one these arguments would give.
+    """
+    import metarl.envs.metaworld  # noqa: F401  (the run's env: its benchmark and seed)
+
+    cfg = run.config
+    env = make_env(cfg)
+    try:
+        base = env.unwrapped
+        if not isinstance(base, metarl.envs.metaworld.MetaWorldTaskEnv):
+            raise ConfigError(f"Meta-World's official evaluation: the run's env {cfg.env.id} is not a Meta-World "
+                              "task set (metarl.envs.metaworld)")
+        benchmark, seed = base.benchmark, base.benchmark_seed if seed is None else seed
+    finally:
+        env.close()
+    ml1 = benchmark not in metarl.envs.metaworld.BENCHMARKS
     return {
         "benchmark": f"ML1-{benchmark}" if ml1 else benchmark,
-        "success_rate": float(success),
-        "return": float(mean_return),
-        "success_by_env": {k: float(v) for k, v in by_env.items()},
-        "settings": {"num_evals": num_evals, "adaptation_steps": adaptation_steps,
-                     "adaptation_episodes": adaptation_episodes, "evaluation_episodes": evaluation_episodes,
-                     "meta_batch_size": meta_batch_size, "total_tasks_per_cls": total_tasks_per_cls,
-                     "max_episode_steps": max_episode_steps, "seed": seed, "deterministic": deterministic,
-                     "vector_strategy": vector_strategy, "iteration": run.iteration},
+        "env_name": benchmark,
+        "settings": {"num_evals": num_evals,
+                     "adaptation_steps": cfg.inner.test_steps if adaptation_steps is None else adaptation_steps,
+                     "adaptation_episodes": (cfg.env.episodes_per_task if adaptation_episodes is None
+                                             else adaptation_episodes),
+                     "evaluation_episodes": evaluation_episodes, "meta_batch_size": meta_batch_size,
+                     "total_tasks_per_cls": total_tasks_per_cls, "max_episode_steps": max_episode_steps,
+                     "seed": seed, "deterministic": deterministic, "vector_strategy": vector_strategy,
+                     "iteration": run.iteration},
+    }
+
+
+#: Settings that do not change an official evaluation's numbers (``vector_strategy``: tested) or that
+#: differ between the runs being pooled (``iteration``).
+_POOL_FREE = ("vector_strategy", "iteration")
+
+
+def same_official_evaluation(stored: dict[str, Any], spec: dict[str, Any]) -> bool:
+    """Whether ``stored`` (an :func:`official_evaluation` result) is what ``spec`` (:func:`official_settings`)
+    would give again: same benchmark, same run iteration, same settings (``vector_strategy`` aside)."""
+    a, b = stored.get("settings", {}), spec["settings"]
+    return (stored.get("benchmark") == spec["benchmark"] and a.get("iteration") == b["iteration"]
+            and {k: v for k, v in a.items() if k != "vector_strategy"}
+            == {k: v for k, v in b.items() if k != "vector_strategy"})
+
+
+def pool_official(results: list[dict[str, Any]], *, reps: int = 2000, seed: int = 0,
+                  level: float = 0.95) -> dict[str, Any]:
+    """Pool the official evaluations of several runs (seeds) of one benchmark: the mean success rate over
+    runs, their range, and a percentile bootstrap interval.
+
+    Meta-World's evaluation counts ``num_evals * evaluation_episodes`` episodes per test env, so each
+    run's per-env success rate is a count ``k`` of ``n`` episodes. A replicate resamples the ``n`` counted
+    episodes of each run and env with replacement (strata: run x env; drawn as ``Binomial(n, k / n)``),
+    and takes the same statistic as Meta-World: the mean over envs, then over runs. The interval covers
+    the episodes' sampling noise and the spread of the given runs, not the evaluation's choice of which
+    episodes to count (the first to end in each round).
+
+    Raises :class:`ConfigError` naming what differs between the runs' evaluations.
+    """
+    if not results:
+        raise ConfigError("pool_official: no results to pool")
+    first = results[0]
+    for r in results[1:]:
+        if r["benchmark"] != first["benchmark"]:
+            raise ConfigError(f"cannot pool official evaluations of different benchmarks: {first['benchmark']} "
+                              f"and {r['benchmark']}")
+        differ = sorted(k for k in {*first["settings"], *r["settings"]} - set(_POOL_FREE)
+                        if first["settings"].get(k) != r["settings"].get(k))
+        if differ or set(r["success_by_env"]) != set(first["success_by_env"]):
+            what = ", ".join(f"{k} ({first['settings'].get(k)} vs {r['settings'].get(k)})" for k in differ)
+            raise ConfigError(f"cannot pool official evaluations run differently: {what or 'test envs differ'}; "
+                              "evaluate every run with the same settings")
+    envs = sorted(first["success_by_env"])
+    n = first["settings"]["num_evals"] * first["settings"]["evaluation_episodes"]
+    rates = np.array([[r["success_by_env"][e] for e in envs] for r in results], dtype=np.float64)  # [runs, envs]
+    counts = np.rint(rates * n)
+    if np.abs(counts / n - rates).max() > 1e-9:
+        raise ConfigError(f"cannot pool: the success rates {rates.tolist()} are not counts of {n} episodes "
+                          "(num_evals x evaluation_episodes); were the results edited?")
+    rng = np.random.default_rng(seed)
+    draws = rng.binomial(n, counts / n, size=(reps, *counts.shape)) / n  # [reps, runs, envs]
+    lo, hi = np.quantile(draws.mean(axis=2).mean(axis=1), [(1 - level) / 2, (1 + level) / 2])
+    run_means = rates.mean(axis=1)
+    return {
+        "benchmark": first["benchmark"],
+        "n_runs": len(results),
+        "iterations": [r["settings"].get("iteration") for r in results],
+        "success_rate": float(run_means.mean()),
+        "ci": [float(lo), float(hi)],
+        "min": float(run_means.min()),
+        "max": float(run_means.max()),
+        "success_rates": run_means.tolist(),
+        "success_by_env": {e: float(rates[:, i].mean()) for i, e in enumerate(envs)},
+        "return": float(np.mean([r["return"] for r in results])),
+        "settings": {k: v for k, v in first["settings"].items() if k not in _POOL_FREE},
+        "bootstrap": {"reps": reps, "seed": seed, "level": level, "strata": "run x env",
+                      "episodes_per_env": n},
     }

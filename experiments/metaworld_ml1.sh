@@ -2,7 +2,9 @@
 # Meta-World ML1 with MAML-TRPO (Yu et al. 2019, arXiv 1910.10897): `metaworld_ml1_ENV` trained for each
 # seed, then each run scored by Meta-World's own evaluation (`metarl evaluate RUN --metaworld-official`:
 # metaworld.evaluation.metalearning_evaluation, unchanged, on ML1's held-out goals; RUN/metaworld_eval.json)
-# and all runs pooled by `metarl evaluate RUN1 RUN2 ...` on the same 40 held-out goals (OUT_DIR/pooled.json).
+# then the official results pooled (`metarl evaluate RUN1 RUN2 ... --metaworld-official`: mean success rate with a
+# 95% bootstrap interval, OUT_DIR/official_pooled.json; each run's result is reused) and all runs pooled by our own
+# evaluation on the same 40 held-out goals (`metarl evaluate RUN1 RUN2 ...`, OUT_DIR/pooled.json).
 # Needs the extra: pip install "metarl[metaworld]" (MuJoCo 3.3).
 # Usage: bash experiments/metaworld_ml1.sh ENV [OUT_DIR] [SEED ...] [--set key=value ...]
 #   ENV: reach, push or pick_place (default OUT_DIR runs/metaworld_ml1_ENV-seeds, seeds 1 and 2). Runs
@@ -42,4 +44,5 @@ done
 for pid in ${evals[@]+"${evals[@]}"}; do
   wait "$pid" || { echo "metaworld_ml1.sh: an official evaluation failed; see RUN/metaworld_eval.log in $out" >&2; exit 1; }
 done
+metarl evaluate "${runs[@]}" --metaworld-official --out "$out/official_pooled.json"  # each run's kept: pooling only
 metarl evaluate "${runs[@]}" --tasks 40 --seed 1 --out "$out/pooled.json"

@@ -62,19 +62,22 @@ def test_metaworld_ml1_trains_each_seed_evaluates_each_run_and_pools(tmp_path, s
     trains = [c for c in calls if c.startswith("metarl train")]
     assert trains == [f"metarl train metaworld_ml1_push --seed {s} --logdir {out}/seed-{s} --overwrite "
                       "--set num_iterations=2" for s in (1, 2)]
-    official = sorted(c for c in calls if "--metaworld-official" in c)
-    assert official == [f"metarl evaluate {out}/seed-{s} --metaworld-official --out {out}/seed-{s}/metaworld_eval.json"
-                        for s in (1, 2)]
+    official = [c for c in calls if "--metaworld-official" in c]
+    pool_official = f"metarl evaluate {out}/seed-1 {out}/seed-2 --metaworld-official --out {out}/official_pooled.json"
+    assert sorted(official[:2]) == [
+        f"metarl evaluate {out}/seed-{s} --metaworld-official --out {out}/seed-{s}/metaworld_eval.json" for s in (1, 2)]
+    assert official[2:] == [pool_official]
     # seed 1's evaluation ran in the background while seed 2 trained, and the pooling waited for both
     assert calls.index(trains[1]) < calls.index(f"done {out}/seed-1")
-    assert calls.index(f"done {out}/seed-2") < len(calls) - 1
-    assert calls[-1] == f"metarl evaluate {out}/seed-1 {out}/seed-2 --tasks 40 --seed 1 --out {out}/pooled.json"
+    assert calls.index(f"done {out}/seed-2") < calls.index(pool_official)
+    pool_ours = f"metarl evaluate {out}/seed-1 {out}/seed-2 --tasks 40 --seed 1 --out {out}/pooled.json"
+    assert calls[-3:] == [pool_official, f"done {out}/seed-1", pool_ours]
 
-    # a second call finds both runs finished and evaluated: only the pooling runs again
+    # a second call finds both runs finished and evaluated: only the two poolings run again
     Path(stub["CALLS"]).unlink()
     proc, calls = _run("metaworld_ml1.sh", ["push", str(out), "1", "2"], stub)
     assert proc.returncode == 0, proc.stderr
-    assert calls == [f"metarl evaluate {out}/seed-1 {out}/seed-2 --tasks 40 --seed 1 --out {out}/pooled.json"]
+    assert calls == [pool_official, f"done {out}/seed-1", pool_ours]
 
 
 def test_metaworld_ml1_resumes_an_unfinished_run(tmp_path, stub):

@@ -160,7 +160,7 @@ def _metaworld_official(args: argparse.Namespace) -> int:
     (its defaults; ``--steps`` sets its adaptation steps), written as JSON."""
     from metarl.evaluate import write_json
 
-    result = _official_one(args.run, args.steps, reuse=False)
+    result, _ = _official_one(args.run, args.steps, reuse=False)
     out = args.out or _default_out(args.run, "metaworld_eval.json")
     write_json(result, out)
     print(f"[metarl] wrote {out}", file=sys.stderr)
@@ -175,14 +175,22 @@ def _metaworld_official_several(args: argparse.Namespace) -> int:
     from metarl.evaluate import write_json
     from metarl.rl.metaworld_agent import pool_official
 
-    if args.out and Path(args.out).resolve() in {_default_out(r, "metaworld_eval.json").resolve() for r in args.runs}:
+    outs: dict[Path, str] = {}
+    for run in args.runs:
+        out = _default_out(run, "metaworld_eval.json").resolve()
+        if out in outs:
+            raise ConfigError(f"{outs[out]} and {run} would both write {out}; give each run (directory) once")
+        outs[out] = run
+    if args.out and Path(args.out).resolve() in outs:
         raise ConfigError(f"--out {args.out}: that is a run's own metaworld_eval.json; give the pooled JSON "
                           "another name, e.g. --out official_pooled.json")
     results = []
     for run in args.runs:
-        result = _official_one(run, args.steps, reuse=True)
-        out = _default_out(run, "metaworld_eval.json")
-        write_json(result, out)
+        result, fresh = _official_one(run, args.steps, reuse=True)
+        if fresh:
+            out = _default_out(run, "metaworld_eval.json")
+            write_json(result, out)
+            print(f"[metarl] wrote {out}", file=sys.stderr)
         results.append(result)
     pooled = {"runs": [str(run) for run in args.runs], **pool_official(results)}
     lo, hi = pooled["ci"]
@@ -196,9 +204,10 @@ def _metaworld_official_several(args: argparse.Namespace) -> int:
     return 0
 
 
-def _official_one(path: str, steps: int | None, *, reuse: bool) -> dict[str, Any]:
-    """One run's official evaluation, printed; with ``reuse``, its stored ``metaworld_eval.json`` when that
-    is the evaluation these settings would give of the run's current checkpoint."""
+def _official_one(path: str, steps: int | None, *, reuse: bool) -> tuple[dict[str, Any], bool]:
+    """One run's official evaluation, printed, and whether it was run now; with ``reuse``, its stored
+    ``metaworld_eval.json`` instead when that is the evaluation these settings would give of the run's
+    current checkpoint (an unreadable file is evaluated again)."""
     import metarl
     from metarl.rl import metaworld_agent
 
@@ -206,12 +215,16 @@ def _official_one(path: str, steps: int | None, *, reuse: bool) -> dict[str, Any
     kwargs = {} if steps is None else {"adaptation_steps": steps}
     stored_path = _default_out(path, "metaworld_eval.json")
     if reuse and stored_path.is_file():
-        stored = json.loads(stored_path.read_text())
-        if metaworld_agent.same_official_evaluation(stored, metaworld_agent.official_settings(run, **kwargs)):
+        try:
+            stored = json.loads(stored_path.read_text())
+        except (OSError, ValueError):
+            stored = {}
+        if (isinstance(stored, dict)
+                and metaworld_agent.same_official_evaluation(stored, metaworld_agent.official_settings(run, **kwargs))):
             print(f"[metarl] {path}: reusing {stored_path} (the same evaluation of iteration {run.iteration})",
                   file=sys.stderr)
             _print_official(stored, run.iteration)
-            return stored
+            return stored, False
     start = time.perf_counter()
 
     def progress(done: int, total: int) -> None:  # one line per round: the evaluation takes minutes
@@ -220,7 +233,7 @@ def _official_one(path: str, steps: int | None, *, reuse: bool) -> dict[str, Any
 
     result = metaworld_agent.official_evaluation(run, progress=progress, **kwargs)
     _print_official(result, run.iteration)
-    return result
+    return result, True
 
 
 def _print_official(result: dict[str, Any], iteration: int) -> None:

@@ -197,6 +197,12 @@ def test_official_evaluations_of_several_runs_pool_and_are_reused_while_current(
                                                                                       "iteration": 0}}))
     assert main(["evaluate", str(run1), str(run2), "--metaworld-official", "--steps", "1"]) == 0
     assert len(calls) == 3 and json.loads((run2 / "metaworld_eval.json").read_text())["settings"]["iteration"] == 1
+    (run1 / "metaworld_eval.json").write_text("{not json")  # unreadable: evaluated again, not a traceback
+    assert main(["evaluate", str(run1), str(run2), "--metaworld-official"]) == 0
+    assert len(calls) == 4 and json.loads((run1 / "metaworld_eval.json").read_text())["settings"]["iteration"] == 1
+    capsys.readouterr()
+    assert main(["evaluate", str(run1), f"{run1}/", "--metaworld-official"]) == 2
+    assert "give each run (directory) once" in capsys.readouterr().err
     # the pooled JSON may not overwrite a run's own result
     assert main(["evaluate", str(run1), str(run2), "--metaworld-official",
                  "--out", str(run1 / "metaworld_eval.json")]) == 2

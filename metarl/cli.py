@@ -487,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     _threads()
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:  # a second Ctrl-C in training (the first one checkpoints), or one elsewhere
+        print("metarl: stopped (Ctrl-C); a run keeps its last checkpoint: `metarl train --resume RUN_DIR` "
+              "continues it", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `metarl configs | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0

@@ -521,3 +521,17 @@ def test_a_closed_output_pipe_ends_quietly(monkeypatch):
         assert main(["configs"]) == 0
     finally:
         out.close()
+
+
+def test_ctrl_c_outside_the_checkpointing_stop_is_one_line(monkeypatch, capsys):
+    """A second Ctrl-C in training (the first asks for a checkpoint and a stop) or one during another
+    command ends with exit 130 and one line, not a KeyboardInterrupt traceback."""
+    from metarl import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_configs", interrupted)
+    assert cli.main(["configs"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("metarl: stopped (Ctrl-C)") and "--resume" in err and "\n" not in err

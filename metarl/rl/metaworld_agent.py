@@ -149,21 +149,15 @@ class MAMLAgent:
 def official_evaluation(
     run: Any,
     *,
-    num_evals: int = 10,
-    adaptation_steps: int | None = None,
-    adaptation_episodes: int | None = None,
-    evaluation_episodes: int = 3,
-    meta_batch_size: int = 20,
-    total_tasks_per_cls: int | None = 40,
-    max_episode_steps: int | None = None,
-    seed: int | None = None,
-    deterministic: bool = False,
     progress: Callable[[int, int], None] | None = None,
-    vector_strategy: str = "sync",
+    **settings: Any,
 ) -> dict[str, Any]:
     """``metaworld.evaluation.metalearning_evaluation`` of ``run`` (a loaded Meta-World run) on its
     benchmark's test tasks; returns ``{"benchmark", "success_rate", "return", "success_by_env", "settings"}``.
 
+    ``settings`` are :func:`official_settings`'s keywords (``num_evals``, ``adaptation_steps``,
+    ``adaptation_episodes``, ``evaluation_episodes``, ``meta_batch_size``, ``total_tasks_per_cls``,
+    ``max_episode_steps``, ``seed``, ``deterministic``, ``vector_strategy``).
     Defaults: Meta-World's (``num_evals=10``; 20 envs in the vector env, ``meta_batch_size``, shared evenly
     among the test env classes; the first 40 test goals of each class, ``total_tasks_per_cls``, dealt out
     among its envs), ``adaptation_steps`` the run's ``inner.test_steps``,
@@ -180,16 +174,16 @@ def official_evaluation(
 
     import metarl.envs.metaworld  # noqa: F401  (Meta-World's benchmarks)
 
+    vector_strategy = settings.get("vector_strategy", "sync")
     if vector_strategy not in ("async", "sync"):
         raise ValueError(f"official_evaluation: vector_strategy must be 'async' or 'sync', got {vector_strategy!r}")
-    spec = official_settings(run, num_evals=num_evals, adaptation_steps=adaptation_steps,
-                             adaptation_episodes=adaptation_episodes, evaluation_episodes=evaluation_episodes,
-                             meta_batch_size=meta_batch_size, total_tasks_per_cls=total_tasks_per_cls,
-                             max_episode_steps=max_episode_steps, seed=seed, deterministic=deterministic,
-                             vector_strategy=vector_strategy)
+    spec = official_settings(run, **settings)
     settings = spec["settings"]
     benchmark, seed = spec["env_name"], settings["seed"]
+    num_evals, meta_batch_size = settings["num_evals"], settings["meta_batch_size"]
     adaptation_steps, adaptation_episodes = settings["adaptation_steps"], settings["adaptation_episodes"]
+    evaluation_episodes, max_episode_steps = settings["evaluation_episodes"], settings["max_episode_steps"]
+    total_tasks_per_cls, deterministic = settings["total_tasks_per_cls"], settings["deterministic"]
     ml1 = benchmark not in metarl.envs.metaworld.BENCHMARKS
     extra = {"env_name": benchmark} if ml1 else {}
     if max_episode_steps is not None:

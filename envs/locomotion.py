@@ -1,9 +1,10 @@
 """Locomotion tasks on Gymnasium's v5 MuJoCo robots (Finn et al. 2017, arXiv 1703.03400, sec. 5.3).
 
 Each class subclasses Gymnasium's ``HalfCheetahEnv`` or ``AntEnv`` and keeps its physics,
-observation, reset noise and (for the Ant) its healthy, control and contact terms and its
-unhealthy termination. Only the forward term of the reward is replaced by the task's
-term: Gymnasium's ``step`` calls ``self._get_rew(x_velocity, action)``, which we override.
+observation, reset noise and (for the Ant) its healthy, control and contact terms, with the
+paper's weights by default (:data:`ANT_PAPER_WEIGHTS`), and its unhealthy termination. Only
+the forward term of the reward is replaced by the task's term: Gymnasium's ``step`` calls
+``self._get_rew(x_velocity, action)``, which we override.
 ``info`` reports ``reward_task`` in place of Gymnasium's ``reward_forward``; the
 ``reward_*`` entries sum to the reward.
 
@@ -54,6 +55,15 @@ def _half_cheetah_model() -> Iterator[None]:
         yield
     finally:
         mujoco.set_mju_user_warning(previous)
+
+
+#: The Ant's cost weights in Finn et al. 2017 (rllab's Ant as its ``ant_env_rand*.py`` set them),
+#: as Gymnasium's Ant v5 keywords: control ``0.5 * 1e-2 * ||a||^2``, contact
+#: ``0.5 * 1e-3 * ||clip(cfrc_ext, -1, 1)||^2`` (Gymnasium's too) and a survive reward of 0.05.
+#: Gymnasium's defaults (0.5 and 1.0) make the control cost of a freshly initialised policy
+#: (std 1, 8 joints: about -4 per step) several times the task's term, so the paper's weights are the
+#: Ant tasks' defaults, as the paper's control weight is HalfCheetah's.
+ANT_PAPER_WEIGHTS: dict[str, float] = {"ctrl_cost_weight": 0.005, "contact_cost_weight": 5e-4, "healthy_reward": 0.05}
 
 
 class _LocomotionTaskMixin(TaskEnvMixin):
@@ -152,17 +162,22 @@ class AntVelEnv(_LocomotionTaskMixin, AntEnv):
     Kept from Gymnasium's Ant v5 as they are: physics, reset noise, the 105-float
     observation (including the external contact forces ``cfrc_ext`` of the 13 bodies,
     clipped to [-1, 1], which are non-zero on MuJoCo >= 3 whenever a leg touches the
-    ground), the healthy term (+1 while the torso's z is in [0.2, 1]), the control term
-    (``-0.5 * ||a||^2``), the contact term (``-5e-4 * ||clip(cfrc_ext, -1, 1)||^2``) and the
-    termination when unhealthy.
+    ground), the contact term (``-5e-4 * ||clip(cfrc_ext, -1, 1)||^2``, the paper's weight too)
+    and the termination when unhealthy (the torso's z leaves [0.2, 1], as in the paper).
 
     ``v_x`` is Gymnasium's ``info["x_velocity"]``: the change of the torso body's x position
     (``data.xpos``, as MuJoCo leaves it after the step) over ``dt = 0.05``.
 
+    The paper's cost weights (:data:`ANT_PAPER_WEIGHTS`): control ``-0.005 * ||a||^2`` and,
+    while healthy, ``+1.05``: the paper's survive reward 0.05 plus the constant 1 its task term
+    carries ("make it happy, not suicidal"). Gymnasium's own weights, which pay ``-0.5 * ||a||^2``
+    and +1: ``env.kwargs: {ctrl_cost_weight: 0.5, healthy_reward: 1.0}``.
+
     ``oracle=True``: the observation ends with ``v`` (106 floats); the paper's oracle baseline
     sees the goal velocity.
 
-    Departures: the paper used rllab's Ant and cost weights; these are Gymnasium's. The
+    Departures: Gymnasium's Ant model and observation rather than rllab's; on the step where the
+    ant falls, Gymnasium pays no healthy reward where the paper paid its 1.05 once more. The
     default task (no task given) is ``v = 1.5``.
     """
 
@@ -174,6 +189,7 @@ class AntVelEnv(_LocomotionTaskMixin, AntEnv):
         oracle: bool = False,
         **kwargs: Any,
     ) -> None:
+        kwargs = {**ANT_PAPER_WEIGHTS, "healthy_reward": 1.05, **kwargs}
         AntEnv.__init__(self, **kwargs)
         self._setup(VelocityTasks(*map(float, velocity_range)), task, kwargs, oracle)
         utils.EzPickle.__init__(self, task, velocity_range=velocity_range, oracle=oracle, **kwargs)
@@ -189,21 +205,25 @@ class AntDirEnv(_LocomotionTaskMixin, AntEnv):
     Kept from Gymnasium's Ant v5 as they are: physics, reset noise, the 105-float
     observation (including the external contact forces ``cfrc_ext`` of the 13 bodies,
     clipped to [-1, 1], which are non-zero on MuJoCo >= 3 whenever a leg touches the
-    ground), the healthy term (+1 while the torso's z is in [0.2, 1]), the control term
-    (``-0.5 * ||a||^2``), the contact term (``-5e-4 * ||clip(cfrc_ext, -1, 1)||^2``) and the
-    termination when unhealthy.
+    ground), the contact term (``-5e-4 * ||clip(cfrc_ext, -1, 1)||^2``, the paper's weight too)
+    and the termination when unhealthy (the torso's z leaves [0.2, 1], as in the paper).
 
     ``v_x`` is Gymnasium's ``info["x_velocity"]``: the change of the torso body's x position
     (``data.xpos``, as MuJoCo leaves it after the step) over ``dt = 0.05``.
 
+    The paper's cost weights (:data:`ANT_PAPER_WEIGHTS`): control ``-0.005 * ||a||^2`` and
+    ``+0.05`` while healthy. Gymnasium's own weights: ``env.kwargs: {ctrl_cost_weight: 0.5,
+    healthy_reward: 1.0}``.
+
     ``oracle=True``: the observation ends with ``d`` (106 floats); the paper's oracle baseline
     sees the direction.
 
-    Departures: the paper used rllab's Ant and cost weights; these are Gymnasium's. The
-    default task is ``d = +1``.
+    Departures: Gymnasium's Ant model and observation rather than rllab's; no healthy reward on
+    the step where the ant falls. The default task is ``d = +1``.
     """
 
     def __init__(self, task: Task | None = None, *, oracle: bool = False, **kwargs: Any) -> None:
+        kwargs = {**ANT_PAPER_WEIGHTS, **kwargs}
         AntEnv.__init__(self, **kwargs)
         self._setup(DirectionTasks(), task, kwargs, oracle)
         utils.EzPickle.__init__(self, task, oracle=oracle, **kwargs)
@@ -220,14 +240,16 @@ class AntGoalEnv(_LocomotionTaskMixin, AntEnv):
     Kept from Gymnasium's Ant v5 as they are: physics, reset noise, the 105-float
     observation (including the external contact forces ``cfrc_ext`` of the 13 bodies,
     clipped to [-1, 1], which are non-zero on MuJoCo >= 3 whenever a leg touches the
-    ground), the healthy term (+1 while the torso's z is in [0.2, 1]), the control term
-    (``-0.5 * ||a||^2``), the contact term (``-5e-4 * ||clip(cfrc_ext, -1, 1)||^2``) and the
-    termination when unhealthy.
+    ground), the contact term (``-5e-4 * ||clip(cfrc_ext, -1, 1)||^2``, the paper's weight too)
+    and the termination when unhealthy (the torso's z leaves [0.2, 1], as in the paper).
 
     Departures: Finn et al. 2017 have no Ant goal task. PEARL's and ProMP's (Rothfuss et
     al. 2018, arXiv 1810.06784) Ant goal envs reward the L1 distance, with their own cost
     weights, and ProMP draws goals in the box [-3, 3]^2; we use the Euclidean distance, as
-    Navigation2D does, and Gymnasium's weights. The default task is ``goal = (1.5, 0)``.
+    Navigation2D does. Weights: the paper's control weight for its other Ant tasks
+    (``-0.005 * ||a||^2``) and Gymnasium's +1 while healthy, which offsets part of the distance
+    term (about -2 per step) as the paper's constant 1 does for AntVel, so that falling early
+    pays less. The default task is ``goal = (1.5, 0)``.
 
     ``oracle=True``: the observation ends with the goal ``(x, y)`` (107 floats); the oracle
     baseline (as in the paper's other tasks) sees the goal.
@@ -236,6 +258,7 @@ class AntGoalEnv(_LocomotionTaskMixin, AntEnv):
     def __init__(
         self, task: Task | None = None, *, goal_radius: float = 3.0, oracle: bool = False, **kwargs: Any
     ) -> None:
+        kwargs = {**ANT_PAPER_WEIGHTS, "healthy_reward": 1.0, **kwargs}
         AntEnv.__init__(self, **kwargs)
         self._setup(GoalTasks("disc", float(goal_radius), (0.5 * goal_radius, 0.0)), task, kwargs, oracle)
         utils.EzPickle.__init__(self, task, goal_radius=goal_radius, oracle=oracle, **kwargs)

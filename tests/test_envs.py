@@ -139,9 +139,19 @@ def test_half_cheetah_reward_from_state(env_id: str) -> None:
             assert not terminated
 
 
+#: The paper's (rllab's) Ant weights, written out independently of envs.locomotion: healthy
+#: reward per task (AntVel: survive 0.05 plus the constant 1 of its task term; AntGoal, which the
+#: paper lacks: Gymnasium's 1) and the control weight 0.5 * 1e-2.
+PAPER_HEALTHY = {"metarl/AntVel-v0": 1.05, "metarl/AntDir-v0": 0.05, "metarl/AntGoal-v0": 1.0}
+
+
+@pytest.mark.parametrize("gymnasium_weights", [False, True], ids=["paper", "gymnasium"])
 @pytest.mark.parametrize("env_id", ANT_IDS)
-def test_ant_reward_from_state(env_id: str) -> None:
-    env = gym.make(env_id)
+def test_ant_reward_from_state(env_id: str, gymnasium_weights: bool) -> None:
+    """The reward from the MuJoCo state: the paper's weights by default, Gymnasium's through kwargs."""
+    kwargs = {"ctrl_cost_weight": 0.5, "healthy_reward": 1.0} if gymnasium_weights else {}
+    ctrl_w, healthy_r = (0.5, 1.0) if gymnasium_weights else (0.005, PAPER_HEALTHY[env_id])
+    env = gym.make(env_id, **kwargs)
     model, data = env.unwrapped.model, env.unwrapped.data
     torso = model.body("torso").id
     dt = model.opt.timestep * 5
@@ -158,7 +168,8 @@ def test_ant_reward_from_state(env_id: str) -> None:
         healthy = bool(np.isfinite(data.qpos).all() and np.isfinite(data.qvel).all() and 0.2 <= z <= 1.0)
         contact = 5e-4 * np.sum(np.clip(data.cfrc_ext, -1, 1) ** 2)
         contact_seen |= contact > 0
-        expected = _task_term(task, x_velocity, data.qpos[:2]) + float(healthy) - 0.5 * np.sum(action**2) - contact
+        expected = (_task_term(task, x_velocity, data.qpos[:2]) + healthy_r * float(healthy)
+                    - ctrl_w * np.sum(action**2) - contact)
         assert reward == pytest.approx(expected, rel=1e-9, abs=1e-9)
         assert reward_terms(info) == pytest.approx(reward, rel=1e-12, abs=1e-12)
         assert terminated == (not healthy)

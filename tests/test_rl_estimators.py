@@ -128,6 +128,30 @@ def test_baseline_fit_equals_numpy_lstsq_per_task() -> None:
     torch.testing.assert_close(w_all[1], w_one)
 
 
+def test_baseline_fit_of_ant_sized_features_on_two_threads() -> None:
+    """The Ant's 214 features (105-float observation), mostly-zero contact columns, two tasks, two
+    torch threads: torch 2.13's batched LU solve fails outright there; the fit must match a per-task
+    numpy solve of the same ridge system."""
+    g = torch.Generator().manual_seed(3)
+    N, T, B, obs_dim = 2, 60, 2, 105
+    obs = torch.randn(N, T, B, obs_dim, generator=g, dtype=torch.float64)
+    obs[..., 27:] = 0.0  # the contact forces: zero while no leg presses on anything
+    masks = (torch.arange(T)[None, :, None] < torch.tensor([[55, 60], [48, 57]])[:, None, :]).double()
+    returns = torch.randn(N, T, B, generator=g, dtype=torch.float64) * masks
+    feats = baseline_features(obs, masks)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        w = fit_linear_baseline(feats, returns, masks, reg_coeff=1e-5)
+    finally:
+        torch.set_num_threads(threads)
+    for n in range(N):
+        live = masks[n].numpy().astype(bool)
+        X, y = feats[n].numpy()[live], returns[n].numpy()[live]
+        expected = np.linalg.solve(X.T @ X + 1e-5 * np.eye(X.shape[1]), X.T @ y)
+        np.testing.assert_allclose(w[n].numpy(), expected, rtol=1e-6, atol=1e-8)
+
+
 def test_baseline_fails_loudly_on_non_finite_data() -> None:
     e = ragged(6)
     rewards = e.rewards.clone()

@@ -11,9 +11,12 @@ squares elementwise), so ``F = 2 * obs_dim + 4`` features. The clip at +-10 and 
 scaling of time by 100 follow rllab's ``LinearFeatureBaseline``.
 
 The fit is ridge regression, ``w = (X^T X + c I)^-1 X^T R``, over the live steps only,
-solved in float64 for all tasks at once (``torch.linalg.solve_ex`` on ``[N, F, F]``). A
-task whose solution is not finite has its ``c`` raised tenfold, up to ``max_tries`` times
-(as rllab does); if it still fails, an error is raised rather than returning garbage.
+solved in float64 for all tasks at once by a Cholesky factorisation of the ``[N, F, F]``
+symmetric positive definite matrices. Not LU: with more than one torch thread, torch 2.13's
+batched LU solve (``torch.linalg.solve_ex``) fails outright for ``F >= 200``, which is the
+Ant's ``F = 214``. A task whose factorisation fails or whose solution is not finite has its
+``c`` raised tenfold, up to ``max_tries`` times (as rllab does); if it still fails, an error is
+raised rather than returning garbage.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ def fit_linear_baseline(
     weights = torch.full_like(Xty, float("nan"))
     todo = torch.ones(XtX.shape[:-2], dtype=torch.bool, device=XtX.device)
     for _ in range(max_tries):
-        sol, info = torch.linalg.solve_ex(XtX + reg[..., None, None] * eye, Xty)
+        chol, info = torch.linalg.cholesky_ex(XtX + reg[..., None, None] * eye)
+        sol = torch.cholesky_solve(Xty[..., None], chol)[..., 0]
         ok = (info == 0) & torch.isfinite(sol).all(dim=-1)
         weights = torch.where((todo & ok)[..., None], sol, weights)
         todo = todo & ~ok

@@ -376,6 +376,9 @@ class RLConfig(CommonConfig):
                                   "curvature term of the pre-update sampling distribution; Rothfuss et al. 2019)",
                                   ["reinforce", "lvc"])
     test_lr_decay: float = positive(1.0, "evaluation: multiply the inner lr by this after each step (0.5 halves)")
+    ema: float = _f(0.0, "average of the meta-parameters kept after each meta-step, theta_avg <- ema * theta_avg + "
+                    "(1 - ema) * theta, and used by validation, best.pt and evaluation (training goes on from theta); "
+                    "0: off (the paper)", lambda v: 0 <= v < 1, "a number in [0, 1)")
     update_threads: int = nonneg(0, "torch threads for the meta-update (0: all cores; sampling is idle then)")
     algorithm: str = choice("maml", "maml (MAML-TRPO), promp (ProMP), or pretrain (TRPO on mixed tasks, no "
                             "adaptation: the paper's baseline)", ["maml", "promp", "pretrain"])

@@ -59,6 +59,13 @@ class RLLearner:
     differ by the policy only), checked every ``eval.every`` iterations. Validation samples on
     the training sampler's own workers. A run that does not adapt (the pretrained and oracle
     baselines) is judged by its return before adaptation.
+
+    With ``ema > 0`` the learner also keeps an exponential moving average of the meta-parameters
+    (Polyak averaging of the iterates), updated after every meta-step. Validation, ``best.pt`` and
+    everything that reads a checkpoint's ``model`` (``metarl evaluate``, ``metarl watch``, the
+    ``.safetensors`` export, ``metarl.load``) get the average; training goes on from the last
+    iterate, kept as ``model_train``, so the sampled episodes and meta-steps are the same as
+    without it.
     """
 
     best_mode = "max"
@@ -75,6 +82,7 @@ class RLLearner:
         self.generator = torch.Generator().manual_seed(cfg.seed)  # kept for symmetry of RNG state
         self._val_tasks: list[dict] | None = None
         self.env_steps = 0  # environment steps sampled for training so far (the samples axis of a curve)
+        self.average: dict[str, torch.Tensor] | None = None  # the meta-parameters' average (cfg.ema > 0)
 
     def _threads(self) -> contextlib.AbstractContextManager[None]:
         return torch_threads(self.cfg.update_threads or os.cpu_count() or 1)  # the physics waits
@@ -104,6 +112,7 @@ class RLLearner:
         t1 = time.perf_counter()
         with self._threads():
             metrics = dict(self.algo.step(train, valid))
+        self._update_average()
         t2 = time.perf_counter()
         steps = sum(float(e.masks.sum()) for e in [*train, valid])
         self.env_steps += int(steps)
@@ -119,6 +128,29 @@ class RLLearner:
         out.update(success_metrics("train", train[0] if train else valid, valid))
         return out
 
+    def _update_average(self) -> None:
+        """``average <- ema * average + (1 - ema) * theta`` (the first step starts it at theta)."""
+        if not self.cfg.ema:
+            return
+        theta = self.module.state_dict()
+        if self.average is None:
+            self.average = {k: v.detach().clone() for k, v in theta.items()}
+            return
+        for k, v in theta.items():
+            if v.is_floating_point():
+                self.average[k].mul_(self.cfg.ema).add_(v.detach(), alpha=1.0 - self.cfg.ema)
+            else:
+                self.average[k].copy_(v)
+
+    def evaluated_policy(self) -> torch.nn.Module:
+        """The policy that validation scores, on the CPU: the average of the meta-parameters when one is
+        kept, else the module itself."""
+        if self.average is None:
+            return self.module if self.device.type == "cpu" else copy.deepcopy(self.module).cpu()
+        policy = copy.deepcopy(self.module).cpu()
+        policy.load_state_dict(self.average)
+        return policy
+
     def validate(self) -> dict[str, float]:
         """``val/return_pre`` and ``val/return_post``: mean return on the validation tasks before
         and after ``inner.steps`` steps (resampling after each), on the training sampler; and
@@ -126,17 +158,21 @@ class RLLearner:
         seed = validation_seed(self.cfg.seed)
         if self._val_tasks is None:
             self._val_tasks = self.env.unwrapped.sample_tasks(self.cfg.eval.tasks, np.random.default_rng(seed))
-        policy = self.module if self.device.type == "cpu" else copy.deepcopy(self.module).cpu()
         episodes: list[Episodes] = []
-        returns = adaptation_returns(self.cfg, policy, self._val_tasks, steps=self.cfg.inner.steps,
+        returns = adaptation_returns(self.cfg, self.evaluated_policy(), self._val_tasks, steps=self.cfg.inner.steps,
                                      sampler=self.sampler, seed=seed, episodes_out=episodes)
         means = returns.mean(-1)
         out = {"val/return_pre": float(means[0]), "val/return_post": float(means[-1])}
         return out | success_metrics("val", episodes[0], episodes[-1])
 
     def state_dict(self) -> dict[str, Any]:
+        """``model`` is the policy to use (the average when one is kept; then ``model_train`` is the
+        last iterate, which training resumes from)."""
+        models = {"model": self.module.state_dict()}
+        if self.average is not None:
+            models = {"model": self.average, "model_train": self.module.state_dict()}
         return {
-            "model": self.module.state_dict(),
+            **models,
             "rng": rng_state(self.generator, self.np_rng),
             "sampler": self.sampler.state_dict(),
             "algorithm": self.algo.state_dict(),
@@ -144,7 +180,11 @@ class RLLearner:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.module.load_state_dict(state["model"])
+        averaged = state.get("model_train") is not None
+        self.module.load_state_dict(state["model_train"] if averaged else state["model"])
+        # an average goes on only while ema is on (a resume with --set ema=0 drops it)
+        self.average = ({k: v.detach().to(self.device, copy=True) for k, v in state["model"].items()}
+                        if averaged and self.cfg.ema else None)
         set_rng_state(state["rng"], self.generator, self.np_rng)
         algo_state = state.get("algorithm") or {"fisher_rng": state.get("fisher_rng")}  # older checkpoints
         self.algo.load_state_dict(algo_state)

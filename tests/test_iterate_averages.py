@@ -1,0 +1,65 @@
+"""experiments/iterate_averages.py: the recorded iterates give what ``ema: d`` trains, and the score is
+``metarl evaluate``'s."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from metarl.checkpoint import load_checkpoint
+from metarl.cli import main
+
+torch.set_num_threads(1)
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "iterate_averages.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("iterate_averages", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_cfg(path: Path, **over) -> Path:
+    data = {
+        "benchmark": "rl", "name": "nav-avg", "seed": 5, "num_iterations": 3, "meta_batch_size": 3,
+        "log_every": 1, "checkpoint_every": 1, "eval": {"every": 3, "tasks": 3, "test_tasks": 3},
+        "inner": {"lr": 0.1, "steps": 1, "test_steps": 1},
+        "env": {"id": "metarl/Navigation2D-v0", "episodes_per_task": 3},
+        "policy": {"hidden": [8], "activation": "tanh"}, "sampler": {"num_workers": 1},
+    }
+    data.update(over)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_recorded_iterates_give_the_ema_run_and_the_score_is_evaluates(tmp_path, script):
+    cfg = write_cfg(tmp_path / "c.yaml")
+    run = tmp_path / "rec"
+    assert script.cli(["record", str(run), "--", str(cfg)]) == 0
+    iterates = torch.load(run / "iterates.pt")
+    assert sorted(iterates) == [1, 2, 3]
+    model = load_checkpoint(run)["learner"]["model"]
+    for k, v in iterates[3].items():
+        torch.testing.assert_close(model[k], v, rtol=0, atol=0)
+    # the same run trained with ema: 0.5 ends with the average of these iterates
+    ema_run = tmp_path / "ema"
+    assert main(["train", str(write_cfg(tmp_path / "e.yaml", ema=0.5)), "--logdir", str(ema_run)]) == 0
+    expected = script.averaged(iterates, 0.5)
+    for k, v in load_checkpoint(ema_run)["learner"]["model"].items():
+        torch.testing.assert_close(v, expected[k], rtol=1e-6, atol=1e-7)
+    # the score of decay 0 (the last iterate) is metarl evaluate's 1-step mean on the same tasks
+    out = tmp_path / "s.json"
+    assert script.cli(["score", "--goals", "7", "--decays", "0,0.5", "--tasks", "4", str(out), str(run)]) == 0
+    scored = json.loads(out.read_text())["by_decay"]
+    assert main(["evaluate", str(run), "--tasks", "4", "--steps", "1", "--seed", "7",
+                 "--out", str(tmp_path / "ev.json")]) == 0
+    evaluated = json.loads((tmp_path / "ev.json").read_text())["by_step"][1]["mean"]
+    assert scored["0.0"]["runs"][0] == pytest.approx(evaluated, rel=1e-6)
+    assert scored["0.5"]["runs"][0] != scored["0.0"]["runs"][0]

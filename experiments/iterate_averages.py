@@ -27,10 +27,8 @@ import torch
 from metarl.checkpoint import load_checkpoint, save_checkpoint
 from metarl.cli import main as metarl_main
 from metarl.config import config_from_dict
-from metarl.rl.build import make_env, sampler_for
-from metarl.rl.evaluation import adaptation_returns, evaluation_tasks, policy_module
-from metarl.rl.learner import RLLearner
-from metarl.seeding import eval_seed
+from metarl.rl.evaluation import evaluate_rl
+from metarl.rl.learner import RLLearner, update_average
 
 
 def record(run: Path, train_args: list[str]) -> int:
@@ -59,24 +57,15 @@ def averaged(iterates: dict[int, dict[str, torch.Tensor]], decay: float) -> dict
         raise ValueError(f"iterates {order[0]}..{order[-1]} have gaps: record the whole run")
     avg = {k: v.clone() for k, v in iterates[order[0]].items()}
     for i in order[1:]:
-        for k, v in iterates[i].items():
-            avg[k] = decay * avg[k] + (1 - decay) * v if v.is_floating_point() else v.clone()
+        update_average(avg, iterates[i], decay)
     return avg
 
 
 def one_step_return(state: dict, goal_seed: int, n_tasks: int) -> float:
-    """``metarl evaluate``'s mean return after one step for ``state`` (same tasks and sampling seeds)."""
-    cfg = config_from_dict(state["config"])
-    env, sampler = make_env(cfg), sampler_for(cfg, eval_seed(goal_seed))
-    try:
-        tasks = evaluation_tasks(env, n_tasks, goal_seed)
-        policy = policy_module(cfg, env)
-        policy.load_state_dict(state["learner"]["model"])
-        curve = adaptation_returns(cfg, policy, tasks, steps=1, sampler=sampler, seed=eval_seed(goal_seed))
-        return float(curve[1].mean())
-    finally:
-        sampler.close()
-        env.close()
+    """``metarl evaluate``'s mean return after one step for ``state`` (without its random baseline)."""
+    result = evaluate_rl(config_from_dict(state["config"]), state["learner"], n_tasks=n_tasks, steps=1,
+                         seed=goal_seed, baselines={}, random=False)
+    return float(result["by_step"][1]["mean"])
 
 
 def score(runs: list[Path], decays: list[float], goal_seed: int, n_tasks: int) -> dict:

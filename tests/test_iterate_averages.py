@@ -13,6 +13,7 @@ import yaml
 
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
+from tests.test_rl_average import TINY_NAV
 
 torch.set_num_threads(1)
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "iterate_averages.py"
@@ -27,15 +28,7 @@ def script():
 
 
 def write_cfg(path: Path, **over) -> Path:
-    data = {
-        "benchmark": "rl", "name": "nav-avg", "seed": 5, "num_iterations": 3, "meta_batch_size": 3,
-        "log_every": 1, "checkpoint_every": 1, "eval": {"every": 3, "tasks": 3, "test_tasks": 3},
-        "inner": {"lr": 0.1, "steps": 1, "test_steps": 1},
-        "env": {"id": "metarl/Navigation2D-v0", "episodes_per_task": 3},
-        "policy": {"hidden": [8], "activation": "tanh"}, "sampler": {"num_workers": 1},
-    }
-    data.update(over)
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump({**TINY_NAV, "seed": 5, "num_iterations": 3, **over}))
     return path
 
 

@@ -15,17 +15,19 @@ from metarl.training import train
 torch.set_num_threads(1)
 
 
+#: A 2D-navigation run small enough to train in seconds (also used by test_iterate_averages.py).
+TINY_NAV = {
+    "benchmark": "rl", "name": "nav-avg", "seed": 4, "num_iterations": 4, "meta_batch_size": 3,
+    "log_every": 1, "checkpoint_every": 1, "eval": {"every": 2, "tasks": 3, "test_tasks": 3},
+    "inner": {"lr": 0.1, "steps": 1, "test_steps": 1},
+    "env": {"id": "metarl/Navigation2D-v0", "episodes_per_task": 3},
+    "policy": {"hidden": [8], "activation": "tanh"},
+    "sampler": {"num_workers": 1},
+}
+
+
 def nav_cfg(**over):
-    data = {
-        "benchmark": "rl", "name": "nav-avg", "seed": 4, "num_iterations": 4, "meta_batch_size": 3,
-        "log_every": 1, "checkpoint_every": 1, "eval": {"every": 2, "tasks": 3, "test_tasks": 3},
-        "inner": {"lr": 0.1, "steps": 1, "test_steps": 1},
-        "env": {"id": "metarl/Navigation2D-v0", "episodes_per_task": 3},
-        "policy": {"hidden": [8], "activation": "tanh"},
-        "sampler": {"num_workers": 1},
-    }
-    data.update(over)
-    return config_from_dict(data)
+    return config_from_dict({**TINY_NAV, **over})
 
 
 @pytest.fixture

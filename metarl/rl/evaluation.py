@@ -142,9 +142,11 @@ def evaluate_rl(
     steps: int,
     seed: int,
     baselines: dict[str, dict[str, Any]],
+    random: bool = True,
 ) -> dict[str, Any]:
     """Return after 0..steps adaptation steps on ``n_tasks`` fresh tasks, for the run, a randomly
-    initialised policy and each baseline run, all on the same tasks and sampling seeds."""
+    initialised policy (unless ``random`` is false) and each baseline run, all on the same tasks and
+    sampling seeds."""
     env = make_env(cfg)
     sampler = sampler_for(cfg, eval_seed(seed))
     try:
@@ -157,10 +159,12 @@ def evaluate_rl(
                                    episodes_out=episodes)
         success = success_curve(episodes)
         del episodes
-        random_policy = seeded_policy(cfg, seed + 20_011, env)
-        out = {"random": {"by_step": summarize(
-            adaptation_returns(cfg, random_policy, tasks, steps=steps, sampler=sampler, seed=seed,
-                               desc="evaluate random"))}}
+        out = {}
+        if random:
+            random_policy = seeded_policy(cfg, seed + 20_011, env)
+            out["random"] = {"by_step": summarize(
+                adaptation_returns(cfg, random_policy, tasks, steps=steps, sampler=sampler, seed=seed,
+                                   desc="evaluate random"))}
         for name, state in baselines.items():
             out[name] = {"by_step": summarize(_baseline_curve(cfg, name, state, tasks, steps, sampler, seed))}
         result = {"metric": "return", "by_step": summarize(curve), "baselines": out, "per_task": curve.tolist()}

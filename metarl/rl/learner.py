@@ -43,6 +43,16 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def update_average(average: dict[str, torch.Tensor], theta: Mapping[str, torch.Tensor], decay: float) -> None:
+    """``average <- decay * average + (1 - decay) * theta`` in place, for the floating-point entries (the
+    others are copied): the ``ema`` of :class:`RLLearner`."""
+    for k, v in theta.items():
+        if v.is_floating_point():
+            average[k].mul_(decay).add_(v.detach(), alpha=1.0 - decay)
+        else:
+            average[k].copy_(v)
+
+
 def success_metrics(prefix: str, pre: Episodes, post: Episodes) -> dict[str, float]:
     """``{prefix}/success_pre`` and ``{prefix}/success_post``: the fraction of episodes that succeeded before
     and after adapting, where the env reports ``info["success"]`` (Meta-World); empty otherwise."""
@@ -135,12 +145,8 @@ class RLLearner:
         theta = self.module.state_dict()
         if self.average is None:
             self.average = {k: v.detach().clone() for k, v in theta.items()}
-            return
-        for k, v in theta.items():
-            if v.is_floating_point():
-                self.average[k].mul_(self.cfg.ema).add_(v.detach(), alpha=1.0 - self.cfg.ema)
-            else:
-                self.average[k].copy_(v)
+        else:
+            update_average(self.average, theta, self.cfg.ema)
 
     def evaluated_policy(self) -> torch.nn.Module:
         """The policy that validation scores, on the CPU: the average of the meta-parameters when one is

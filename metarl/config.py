@@ -379,6 +379,9 @@ class RLConfig(CommonConfig):
     ema: float = _f(0.0, "average of the meta-parameters kept after each meta-step, theta_avg <- ema * theta_avg + "
                     "(1 - ema) * theta, and used by validation, best.pt and evaluation (training goes on from theta); "
                     "0: off (the paper)", lambda v: 0 <= v < 1, "a number in [0, 1)")
+    action_box_penalty: float = nonneg(0.0, "coefficient of a penalty on the adapted Gaussian policies' mean actions "
+                                       "outside the env's action box, in standard deviations, added to the "
+                                       "meta-objective (metarl.rl.objective.ActionBoxPenalty); 0: off (the paper)")
     update_threads: int = nonneg(0, "torch threads for the meta-update (0: all cores; sampling is idle then)")
     algorithm: str = choice("maml", "maml (MAML-TRPO), promp (ProMP), or pretrain (TRPO on mixed tasks, no "
                             "adaptation: the paper's baseline)", ["maml", "promp", "pretrain"])

@@ -22,6 +22,7 @@ from metarl.rl.baseline import AdvantageEstimator
 from metarl.rl.fisher import make_fisher
 from metarl.rl.generic_sampler import GenericSampler
 from metarl.rl.maml_trpo import MAMLTRPO
+from metarl.rl.objective import ActionBoxPenalty
 from metarl.rl.policies import LR_PREFIX, CategoricalMLPPolicy, GaussianMLPPolicy, attach_inner_lr
 from metarl.rl.promp import ProMP
 from metarl.rl.sampler import make_sampler
@@ -109,7 +110,20 @@ def advantage_estimator(cfg: RLConfig) -> AdvantageEstimator:
 
 
 # ---------------------------------------------------------------------------- algorithms
-def _maml_trpo(cfg: RLConfig, policy: nn.Module, inner_batches: int) -> MAMLTRPO:
+def action_box_penalty(cfg: RLConfig, env: gym.Env | None = None) -> ActionBoxPenalty | None:
+    """The run's :class:`ActionBoxPenalty` (``action_box_penalty`` > 0) on the env's action box; ``None``
+    when off. An env whose actions are not a bounded Box is a :class:`ConfigError`."""
+    if cfg.action_box_penalty == 0:
+        return None
+    space = (env if env is not None else make_env(cfg)).action_space
+    if not isinstance(space, gym.spaces.Box) or not space.is_bounded():
+        raise ConfigError(f"action_box_penalty: {cfg.action_box_penalty} needs bounded Box actions, and {cfg.env.id} "
+                          f"has {space}; set action_box_penalty: 0")
+    low, high = (torch.as_tensor(b, dtype=torch.float32).reshape(-1) for b in (space.low, space.high))
+    return ActionBoxPenalty(low, high, cfg.action_box_penalty)
+
+
+def _maml_trpo(cfg: RLConfig, policy: nn.Module, inner_batches: int, env: gym.Env | None = None) -> MAMLTRPO:
     learned_lr = any(k.startswith(LR_PREFIX) for k in params_of(policy))
     t = cfg.trpo
     factorable = (inner_batches == 1 and not cfg.inner.first_order and not learned_lr
@@ -118,7 +132,7 @@ def _maml_trpo(cfg: RLConfig, policy: nn.Module, inner_batches: int) -> MAMLTRPO
         policy, inner=inner_loop(cfg), inner_batches=inner_batches, advantages=advantage_estimator(cfg),
         trust_region=TrustRegion(t.max_kl, t.cg_iters, t.cg_damping, t.ls_ratio, t.ls_max_steps, t.ls_rescale),
         fisher=_fisher(cfg, factorable, learned_lr),
-        task_chunk=t.task_chunk,
+        task_chunk=t.task_chunk, penalty=action_box_penalty(cfg, env),
     )
 
 
@@ -131,20 +145,20 @@ def _fisher(cfg: RLConfig, factorable: bool, learned_lr: bool) -> Any:
         raise ConfigError(str(e)) from None
 
 
-def _promp(cfg: RLConfig, policy: nn.Module, inner_batches: int) -> ProMP:
+def _promp(cfg: RLConfig, policy: nn.Module, inner_batches: int, env: gym.Env | None = None) -> ProMP:
     p = cfg.promp
     return ProMP(
         policy, inner=inner_loop(cfg), inner_batches=inner_batches, advantages=advantage_estimator(cfg),
         lr=p.lr, steps=p.steps, clip_eps=p.clip_eps, kl_coeff=p.kl_coeff, target_kl=p.target_kl,
-        adaptive_kl=p.adaptive_kl, task_chunk=cfg.trpo.task_chunk,
+        adaptive_kl=p.adaptive_kl, task_chunk=cfg.trpo.task_chunk, penalty=action_box_penalty(cfg, env),
     )
 
 
 class Algorithm(NamedTuple):
-    """A registered meta-algorithm: its factory ``(cfg, policy, inner_batches) -> algo`` and whether
+    """A registered meta-algorithm: its factory ``(cfg, policy, inner_batches, env) -> algo`` and whether
     it adapts (a run that does not, the pretrained baseline, is judged by its return before adapting)."""
 
-    build: Callable[[RLConfig, nn.Module, int], Any]
+    build: Callable[[RLConfig, nn.Module, int, gym.Env | None], Any]
     adapts: bool
 
 
@@ -155,10 +169,11 @@ ALGORITHMS: dict[str, Algorithm] = {
 }
 
 
-def make_algorithm(cfg: RLConfig, policy: nn.Module) -> Any:
-    """The run's meta-algorithm on ``policy``, with ``inner.steps`` pre-update batches (0 if it does not adapt)."""
+def make_algorithm(cfg: RLConfig, policy: nn.Module, env: gym.Env | None = None) -> Any:
+    """The run's meta-algorithm on ``policy``, with ``inner.steps`` pre-update batches (0 if it does not adapt);
+    ``env`` (the run's, made from ``cfg`` when not given and needed) gives the action box."""
     spec = ALGORITHMS[cfg.algorithm]
-    return spec.build(cfg, policy, cfg.inner.steps if spec.adapts else 0)
+    return spec.build(cfg, policy, cfg.inner.steps if spec.adapts else 0, env)
 
 
 # ---------------------------------------------------------------------------- samplers

@@ -86,7 +86,7 @@ class RLLearner:
         self.env = make_env(cfg)
         self.device = torch.device(cfg.device)
         self.module = seeded_policy(cfg, cfg.seed, self.env).to(self.device)
-        self.algo = make_algorithm(cfg, self.module)
+        self.algo = make_algorithm(cfg, self.module, self.env)
         self.sampler = sampler_for(cfg, cfg.seed)
         self.np_rng = np.random.default_rng(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # kept for symmetry of RNG state

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Independent, Normal
 from torch.distributions import kl_divergence as _kl
 
 from metarl.maml import detach_params
@@ -188,3 +188,23 @@ def entropy(
     """Mean entropy of pi_params(.|s) over the live states of ``episodes`` (a diagnostic)."""
     dist = policy_distribution(policy, params, _observations(episodes), per_task=per_task)
     return masked_mean(dist.entropy(), episodes.masks)
+
+
+def action_box_excess(dist: Distribution, masks: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Mean over live states of ``sum_d (max(0, |mu_d - c_d| - h_d) / sigma_d)^2``: how far a Gaussian
+    policy's mean lies outside the action box ``[low, high]`` (centre ``c``, half-width ``h``), in
+    units of its own standard deviation; 0 while the mean is inside. A scalar, differentiable in
+    the distribution's tensors.
+
+    Why in standard deviations: an env that clips its actions gives every sample beyond the box the
+    same step, so once the mean is a few sigma outside, nearly all samples are clipped alike and the
+    advantages carry no direction (RESULTS.md, "a seed that saturates"); the ratio is what decides
+    that, whatever the action scale.
+    """
+    if not (isinstance(dist, Independent) and isinstance(dist.base_dist, Normal)):
+        raise TypeError(f"action_box_excess needs a Gaussian policy (Independent(Normal)), got {type(dist)}")
+    loc, scale = dist.base_dist.loc, dist.base_dist.scale
+    low, high = low.to(loc), high.to(loc)
+    centre, half = (high + low) / 2, (high - low) / 2
+    outside = ((loc - centre).abs() - half).clamp(min=0.0) / scale
+    return masked_mean(outside.square().sum(-1), masks)

@@ -24,7 +24,7 @@ from metarl.rl.baseline import AdvantageEstimator
 from metarl.rl.episodes import Episodes
 from metarl.rl.fisher import FisherInput, MetaFisher, MetaProblem, exact_fisher
 from metarl.rl.losses import reinforce_loss
-from metarl.rl.objective import MetaBatch, meta_batch, meta_objective
+from metarl.rl.objective import MetaBatch, PostLoss, meta_batch, meta_objective
 from metarl.trpo import TrustRegion, trust_region_update
 
 
@@ -42,6 +42,8 @@ class MAMLTRPO:
         trust_region: delta, conjugate gradient and line search (0.01 in the paper).
         fisher: the Fisher-vector-product strategy (:func:`metarl.rl.fisher.make_fisher`).
         task_chunk: tasks per adaptation call in the objective (0: all); only speed differs.
+        penalty: a term added to the post-update loss (:class:`~metarl.rl.objective.ActionBoxPenalty`);
+            ``None``: the paper's objective.
     """
 
     #: where the training loop logs this algorithm's metrics (``trpo/kl``, ...)
@@ -57,6 +59,7 @@ class MAMLTRPO:
         trust_region: TrustRegion | None = None,
         fisher: MetaFisher = exact_fisher,
         task_chunk: int = 4,
+        penalty: PostLoss | None = None,
     ) -> None:
         if inner_batches < 0 or task_chunk < 0:
             raise ValueError(f"MAMLTRPO: inner_batches={inner_batches} and task_chunk={task_chunk} must be >= 0")
@@ -67,6 +70,7 @@ class MAMLTRPO:
         self.trust_region = trust_region or TrustRegion()
         self.fisher = fisher
         self.task_chunk = int(task_chunk)
+        self.penalty = penalty
 
     def step(self, train: Sequence[Episodes], valid: Episodes) -> dict[str, float]:
         """One meta-update from ``inner_batches`` pre-update batches and the post-update episodes
@@ -75,7 +79,8 @@ class MAMLTRPO:
         Metrics: those of :func:`metarl.trpo.trust_region_update`, ``inner_loss`` (REINFORCE loss
         of theta on the first pre-update batch), ``entropy`` (post-update policies on the valid
         states) and ``logp_gap`` (~0 when ``valid`` was sampled by those params; large
-        when it was not: then the surrogate and the KL disagree about which policy is old).
+        when it was not: then the surrogate and the KL disagree about which policy is old);
+        with a ``penalty``, also ``penalty`` (its value at theta_0, included in ``surrogate_*``).
         """
         if len(train) != self.inner_batches:
             raise ValueError(f"MAMLTRPO.step: got {len(train)} pre-update batches for inner_batches="
@@ -84,12 +89,13 @@ class MAMLTRPO:
         live = params_of(self.policy)
         theta = {k: v.detach().requires_grad_(True) for k, v in live.items()}
         # the gradient pass at theta_0: pi_old is the post-update policies there (old=None)
-        value = meta_objective(self.policy, theta, batch, self.inner, chunk=self.task_chunk)
+        value = meta_objective(self.policy, theta, batch, self.inner, chunk=self.task_chunk, penalty=self.penalty)
         problem = MetaProblem(self.policy, batch, self.inner, self.task_chunk)
         inner_loss = self._inner_loss(batch, theta)
 
         def line_objective(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-            candidate = meta_objective(self.policy, params, batch, self.inner, old=value.old, chunk=self.task_chunk)
+            candidate = meta_objective(self.policy, params, batch, self.inner, old=value.old, chunk=self.task_chunk,
+                                       penalty=self.penalty)
             return candidate.loss, candidate.kl
 
         new, metrics = trust_region_update(
@@ -101,6 +107,8 @@ class MAMLTRPO:
                 for name, p in live.items():
                     p.copy_(new[name])
         metrics.update(inner_loss=inner_loss, entropy=value.entropy, logp_gap=value.logp_gap)
+        if self.penalty is not None:  # its value at theta_0 (surrogate_* include it)
+            metrics["penalty"] = value.penalty
         return metrics
 
     def _inner_loss(self, batch: MetaBatch, theta: Params) -> float:

@@ -33,7 +33,7 @@ from metarl.maml import Params
 from metarl.rl.adapt import InnerBatch, InnerLoop, adapt_policy, episodes_at, split_lr
 from metarl.rl.baseline import AdvantageEstimator
 from metarl.rl.episodes import Episodes
-from metarl.rl.losses import masked_mean, mean_kl, policy_log_prob, ratio_loss
+from metarl.rl.losses import action_box_excess, masked_mean, mean_kl, policy_log_prob, ratio_loss
 from metarl.rl.policies import detach_distribution
 
 #: ``(dist, logp, valid) -> scalar``: the post-update loss of one chunk of tasks from the adapted
@@ -77,6 +77,7 @@ class MetaValue(NamedTuple):
     post_params: Params
     entropy: float
     logp_gap: float
+    penalty: float = 0.0
 
 
 def meta_batch(train: Sequence[Episodes], valid: Episodes, advantages: AdvantageEstimator) -> MetaBatch:
@@ -92,6 +93,22 @@ def meta_batch(train: Sequence[Episodes], valid: Episodes, advantages: Advantage
 def likelihood_ratio_loss(dist: Distribution, logp: torch.Tensor, valid: InnerBatch) -> torch.Tensor:
     """The TRPO surrogate ``-mean(pi_theta'(a|s) / pi_old(a|s) * A)`` (Schulman et al. 2015, eq. 14)."""
     return ratio_loss(logp, valid.episodes, valid.advantages)
+
+
+@dataclass(frozen=True)
+class ActionBoxPenalty:
+    """A :data:`PostLoss` term ``coef * action_box_excess``: the adapted Gaussian policies' mean
+    actions outside the env's action box ``[low, high]``, in units of their standard deviation
+    (:func:`~metarl.rl.losses.action_box_excess`). Zero while every mean is inside the box, so the
+    update is the paper's until a mean leaves it; then the meta-gradient pulls it back (through
+    the adaptation, so theta's own mean too). Config ``action_box_penalty``."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+    coef: float
+
+    def __call__(self, dist: Distribution, logp: torch.Tensor, valid: InnerBatch) -> torch.Tensor:
+        return self.coef * action_box_excess(dist, valid.episodes.masks, self.low, self.high)
 
 
 def adapted_params(policy: nn.Module, params: Mapping[str, torch.Tensor], batch: MetaBatch,
@@ -118,18 +135,20 @@ def meta_objective(
     old: tuple[Distribution, ...] | None = None,
     chunk: int = 0,
     post_loss: PostLoss = likelihood_ratio_loss,
+    penalty: PostLoss | None = None,
 ) -> MetaValue:
     """The meta-objective at ``params`` (see the module docstring), ``chunk`` tasks per adaptation
-    call (0: all at once). Each chunk's mean is weighted by its share of the tasks, so any chunk
-    size gives the same numbers up to float rounding (tested); only speed differs (on 2 CPU cores
-    chunks of 2-4 tasks measured 10-20% faster than all 20 at once)."""
+    call (0: all at once); ``penalty`` (e.g. :class:`ActionBoxPenalty`) is added to the post-update
+    loss, its value also returned alone as ``penalty``. Each chunk's mean is weighted by its share of
+    the tasks, so any chunk size gives the same numbers up to float rounding (tested); only speed
+    differs (on 2 CPU cores chunks of 2-4 tasks measured 10-20% faster than all 20 at once)."""
     n = batch.n_tasks
     slices = task_chunks(n, chunk)
     if old is not None and len(old) != len(slices):
         raise ValueError(f"meta_objective: {len(old)} pi_old chunks for {len(slices)} chunks of {chunk} tasks")
     loss: torch.Tensor | float = 0.0
     kl: torch.Tensor | float = 0.0
-    olds, posts, entropy, gap = [], [], 0.0, 0.0
+    olds, posts, entropy, gap, extra = [], [], 0.0, 0.0, 0.0
     for i, index in enumerate(slices):
         part = batch.select(index)
         weight = (index.stop - index.start) / n
@@ -137,6 +156,10 @@ def meta_objective(
         dist, logp = policy_log_prob(policy, fast, part.valid.episodes, per_task=True)
         old_dist = detach_distribution(dist) if old is None else old[i]
         loss = loss + weight * post_loss(dist, logp, part.valid)
+        if penalty is not None:
+            term = penalty(dist, logp, part.valid)
+            loss = loss + weight * term
+            extra += weight * float(term.detach())
         kl = kl + weight * mean_kl(old_dist, dist, part.valid.episodes.masks)
         with torch.no_grad():
             masks = part.valid.episodes.masks
@@ -146,4 +169,4 @@ def meta_objective(
             diff = torch.where(masks > 0, (logp - part.valid.episodes.log_probs).abs(), 0.0)
             gap = max(gap, float(diff.max()))
     post = {k: torch.cat([p[k] for p in posts]) for k in posts[0]}
-    return MetaValue(torch.as_tensor(loss), torch.as_tensor(kl), tuple(olds), post, entropy, gap)
+    return MetaValue(torch.as_tensor(loss), torch.as_tensor(kl), tuple(olds), post, entropy, gap, extra)

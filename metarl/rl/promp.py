@@ -49,7 +49,7 @@ class ProMP:
     """ProMP's meta-update on a policy; values in ``metarl/configs/*promp*.yaml`` cite their source.
 
     Args:
-        policy, inner, inner_batches, advantages, task_chunk: as :class:`~metarl.rl.maml_trpo.MAMLTRPO`.
+        policy, inner, inner_batches, advantages, task_chunk, penalty: as :class:`~metarl.rl.maml_trpo.MAMLTRPO`.
         lr: Adam's step size on theta (1e-3 in the paper's runs).
         steps: Adam steps per sampled batch (5).
         clip_eps: the clipping range eps (0.3).
@@ -74,6 +74,7 @@ class ProMP:
         target_kl: float = 0.01,
         adaptive_kl: bool = False,
         task_chunk: int = 4,
+        penalty: PostLoss | None = None,
     ) -> None:
         if inner_batches < 1 or steps < 1 or not 0 < clip_eps < 1 or kl_coeff < 0 or target_kl <= 0:
             raise ValueError(f"ProMP: need inner_batches >= 1 ({inner_batches}), steps >= 1 ({steps}), "
@@ -84,12 +85,13 @@ class ProMP:
         self.advantages = advantages or AdvantageEstimator()
         self.steps, self.clip_eps, self.task_chunk = int(steps), float(clip_eps), int(task_chunk)
         self.kl_coeff, self.target_kl, self.adaptive_kl = float(kl_coeff), float(target_kl), bool(adaptive_kl)
+        self.penalty = penalty
         self.optimizer = torch.optim.Adam(params_of(policy).values(), lr=lr)
 
     def _loss(self, params: Params, batch: MetaBatch, old: Any, pre_old: Distribution) -> tuple[torch.Tensor, ...]:
         """(objective, clipped post-update loss, outer KL, pre-update KL) at ``params``."""
         value = meta_objective(self.policy, params, batch, self.inner, old=old, chunk=self.task_chunk,
-                               post_loss=clipped_ratio_loss(self.clip_eps))
+                               post_loss=clipped_ratio_loss(self.clip_eps), penalty=self.penalty)
         pre = batch.train[0].episodes
         inner_kl = kl_of(self.policy, params, pre, pre_old)
         return value.loss + self.kl_coeff * inner_kl, value.loss, value.kl, inner_kl

@@ -299,7 +299,8 @@ class PolicyConfig:
     activation: str = choice("tanh", "hidden activation (paper: relu)", ["tanh", "relu"])
     init_std: float = positive(1.0, "initial action standard deviation")
     init: str = choice("torch", "weight init: torch (nn.Linear's default) or xavier (Glorot-uniform weights, zero "
-                       "biases, as the reference PyTorch implementation)", ["torch", "xavier"])
+                       "biases: rllab's MLP, which the paper's code used, and the reference PyTorch implementation; "
+                       "the shipped RL configs use it)", ["torch", "xavier"])
 
 
 @dataclass

@@ -5,7 +5,7 @@
 # pooled: mean over seeds, and the interquartile mean with a stratified-bootstrap 95% interval
 # (Agarwal et al. 2021).
 # Usage: bash experiments/navigation2d_seeds.sh [OUT_DIR] [SEED ...] [--set key=value ...]  (default seeds 1-5)
-#   About 35 minutes per seed on one core; runs that exist are resumed unless finished. The `--set`
+#   8-15 minutes per seed on one core (measured: 490-885 s of training); runs that exist are resumed unless finished. The `--set`
 #   arguments go to `metarl train` when a run starts or resumes (--set num_iterations=1000 extends
 #   finished 500-iteration runs; e.g. --set sampler.num_workers=1 --set update_threads=1
 #   to keep a run on one core).

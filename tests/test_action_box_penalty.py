@@ -14,9 +14,10 @@ from metarl.config import ConfigError, config_from_dict
 from metarl.maml import params_of
 from metarl.rl.build import action_box_penalty
 from metarl.rl.learner import RLLearner
-from metarl.rl.losses import action_box_excess
+from metarl.rl.losses import action_box_excess, old_distribution
 from metarl.rl.objective import ActionBoxPenalty, meta_batch, meta_objective
 from tests.test_maml_trpo import adapted, problem
+from tests.test_promp import make_problem
 from tests.test_rl_average import TINY_NAV
 
 torch.set_num_threads(1)
@@ -111,3 +112,19 @@ def test_penalty_brings_a_saturated_mean_back_into_the_box_and_the_paper_update_
     with_penalty, without = mean_action_at_start(1.0, 8), mean_action_at_start(0.0, 8)
     assert with_penalty.max() < 0.2  # measured: (0.09, 0.13)
     assert without.min() > 0.35  # measured: (0.49, 0.61)
+
+
+def test_promp_objective_adds_the_same_penalty() -> None:
+    low, high = torch.full((2,), -0.1, dtype=torch.float64), torch.full((2,), 0.1, dtype=torch.float64)
+    penalty = ActionBoxPenalty(low, high, coef=0.7)
+    plain, policy, train, valid = make_problem(seed=2)
+    with_penalty, *_ = make_problem(seed=2, penalty=penalty)
+    batch = meta_batch(train, valid, plain.advantages)
+    theta = params_of(policy)
+    first = meta_objective(policy, theta, batch, plain.inner, chunk=plain.task_chunk)
+    pre = old_distribution(policy, theta, batch.train[0].episodes)
+    base = plain._loss(theta, batch, first.old, pre)[0]
+    added = with_penalty._loss(theta, batch, first.old, pre)[0]
+    expected = meta_objective(policy, theta, batch, plain.inner, chunk=plain.task_chunk, penalty=penalty).penalty
+    assert expected > 0.01
+    assert float((added - base).detach()) == pytest.approx(expected, rel=1e-9)

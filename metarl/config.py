@@ -300,7 +300,7 @@ class PolicyConfig:
     init_std: float = positive(1.0, "initial action standard deviation")
     init: str = choice("torch", "weight init: torch (nn.Linear's default) or xavier (Glorot-uniform weights, zero "
                        "biases: rllab's MLP, which the paper's code used, and the reference PyTorch implementation; "
-                       "the shipped RL configs use it)", ["torch", "xavier"])
+                       "navigation2d_lvc uses it)", ["torch", "xavier"])
 
 
 @dataclass

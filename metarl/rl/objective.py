@@ -69,7 +69,8 @@ class MetaValue(NamedTuple):
     params), ``old`` (pi_old per chunk of tasks, detached), ``post_params`` (theta'_i, detached,
     ``[N, *shape]``), ``entropy`` (mean entropy of pi_old on the valid states) and ``logp_gap``
     (largest |log pi_theta'(a|s) - stored log-prob| on live valid steps: ~0 when the valid
-    episodes were sampled by these params' adapted policies)."""
+    episodes were sampled by these params' adapted policies) and ``penalty`` (the value of
+    :func:`meta_objective`'s ``penalty`` term, included in ``loss``; 0 without one)."""
 
     loss: torch.Tensor
     kl: torch.Tensor

@@ -14,6 +14,12 @@ goal position), with the observation space widened by the task space's bounds an
 ``observation_structure["task"]`` giving their count. This is the oracle baseline of
 Finn et al. 2017, sec. 5.3: "an oracle policy that receives the parameters of the task as
 input".
+
+rllab's timing and control cost, which the paper's code used (``env.kwargs: {frame_skip: 1,
+clip_ctrl_cost: true}``): rllab's ``half_cheetah.xml`` has the same ``timestep = 0.01`` but no frame
+skip, so its 200 steps last 2 s where Gymnasium's (``frame_skip = 5``) last 10 s; and rllab clips the
+action to the box before the control cost (``normalize`` and the env's ``step``), where Gymnasium
+charges the raw sample. ``frame_skip`` is Gymnasium's own keyword; ``clip_ctrl_cost`` is ours.
 """
 
 from __future__ import annotations
@@ -70,7 +76,12 @@ class _LocomotionTaskMixin(TaskEnvMixin):
     """Shared by the five locomotion classes: the task's reward term, checked actions and the
     oracle observation."""
 
-    def _setup(self, task_space: TaskSpace, task: Task | None, kwargs: dict[str, Any], oracle: bool) -> None:
+    def _setup(
+        self, task_space: TaskSpace, task: Task | None, kwargs: dict[str, Any], oracle: bool, clip_ctrl_cost: bool
+    ) -> None:
+        if not isinstance(clip_ctrl_cost, bool):
+            raise TypeError(f"{type(self).__name__}: clip_ctrl_cost must be true or false, got {clip_ctrl_cost!r}")
+        self.clip_ctrl_cost = clip_ctrl_cost
         if "forward_reward_weight" in kwargs:
             raise TypeError(f"{type(self).__name__}: forward_reward_weight does not apply, the task term replaces it")
         self._init_task(task_space, task, oracle)
@@ -85,6 +96,15 @@ class _LocomotionTaskMixin(TaskEnvMixin):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         # float64 so that the control cost is computed in float64, as the batched path does
         return super().step(self._check_action(action, np.float64))  # type: ignore[misc]
+
+    def control_cost(self, action: np.ndarray) -> float:
+        """Gymnasium's control cost, of the action clipped to the action box with ``clip_ctrl_cost``
+        (rllab's envs clip before the cost: MuJoCo clamps the control anyway, so a sample beyond the
+        box moves nothing more but would otherwise cost more)."""
+        if self.clip_ctrl_cost:
+            space = self.action_space  # type: ignore[attr-defined]
+            action = np.clip(action, space.low, space.high)
+        return super().control_cost(action)  # type: ignore[misc]
 
     def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, float]]:
         _, terms = super()._get_rew(x_velocity, action)  # type: ignore[misc]
@@ -119,13 +139,20 @@ class HalfCheetahVelEnv(_LocomotionTaskMixin, HalfCheetahEnv):
         velocity_range: tuple[float, float] = (0.0, 2.0),
         ctrl_cost_weight: float = 0.05,
         oracle: bool = False,
+        clip_ctrl_cost: bool = False,
         **kwargs: Any,
     ) -> None:
         with _half_cheetah_model():
             HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
-        self._setup(VelocityTasks(*map(float, velocity_range)), task, kwargs, oracle)
+        self._setup(VelocityTasks(*map(float, velocity_range)), task, kwargs, oracle, clip_ctrl_cost)
         utils.EzPickle.__init__(
-            self, task, velocity_range=velocity_range, ctrl_cost_weight=ctrl_cost_weight, oracle=oracle, **kwargs
+            self,
+            task,
+            velocity_range=velocity_range,
+            ctrl_cost_weight=ctrl_cost_weight,
+            oracle=oracle,
+            clip_ctrl_cost=clip_ctrl_cost,
+            **kwargs,
         )
 
 
@@ -144,12 +171,20 @@ class HalfCheetahDirEnv(_LocomotionTaskMixin, HalfCheetahEnv):
     """
 
     def __init__(
-        self, task: Task | None = None, *, ctrl_cost_weight: float = 0.05, oracle: bool = False, **kwargs: Any
+        self,
+        task: Task | None = None,
+        *,
+        ctrl_cost_weight: float = 0.05,
+        oracle: bool = False,
+        clip_ctrl_cost: bool = False,
+        **kwargs: Any,
     ) -> None:
         with _half_cheetah_model():
             HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
-        self._setup(DirectionTasks(), task, kwargs, oracle)
-        utils.EzPickle.__init__(self, task, ctrl_cost_weight=ctrl_cost_weight, oracle=oracle, **kwargs)
+        self._setup(DirectionTasks(), task, kwargs, oracle, clip_ctrl_cost)
+        utils.EzPickle.__init__(
+            self, task, ctrl_cost_weight=ctrl_cost_weight, oracle=oracle, clip_ctrl_cost=clip_ctrl_cost, **kwargs
+        )
 
 
 class AntVelEnv(_LocomotionTaskMixin, AntEnv):
@@ -187,12 +222,15 @@ class AntVelEnv(_LocomotionTaskMixin, AntEnv):
         *,
         velocity_range: tuple[float, float] = (0.0, 3.0),
         oracle: bool = False,
+        clip_ctrl_cost: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs = {**ANT_PAPER_WEIGHTS, "healthy_reward": 1.05, **kwargs}
         AntEnv.__init__(self, **kwargs)
-        self._setup(VelocityTasks(*map(float, velocity_range)), task, kwargs, oracle)
-        utils.EzPickle.__init__(self, task, velocity_range=velocity_range, oracle=oracle, **kwargs)
+        self._setup(VelocityTasks(*map(float, velocity_range)), task, kwargs, oracle, clip_ctrl_cost)
+        utils.EzPickle.__init__(
+            self, task, velocity_range=velocity_range, oracle=oracle, clip_ctrl_cost=clip_ctrl_cost, **kwargs
+        )
 
 
 class AntDirEnv(_LocomotionTaskMixin, AntEnv):
@@ -222,11 +260,13 @@ class AntDirEnv(_LocomotionTaskMixin, AntEnv):
     the step where the ant falls. The default task is ``d = +1``.
     """
 
-    def __init__(self, task: Task | None = None, *, oracle: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, task: Task | None = None, *, oracle: bool = False, clip_ctrl_cost: bool = False, **kwargs: Any
+    ) -> None:
         kwargs = {**ANT_PAPER_WEIGHTS, **kwargs}
         AntEnv.__init__(self, **kwargs)
-        self._setup(DirectionTasks(), task, kwargs, oracle)
-        utils.EzPickle.__init__(self, task, oracle=oracle, **kwargs)
+        self._setup(DirectionTasks(), task, kwargs, oracle, clip_ctrl_cost)
+        utils.EzPickle.__init__(self, task, oracle=oracle, clip_ctrl_cost=clip_ctrl_cost, **kwargs)
 
 
 class AntGoalEnv(_LocomotionTaskMixin, AntEnv):
@@ -256,9 +296,18 @@ class AntGoalEnv(_LocomotionTaskMixin, AntEnv):
     """
 
     def __init__(
-        self, task: Task | None = None, *, goal_radius: float = 3.0, oracle: bool = False, **kwargs: Any
+        self,
+        task: Task | None = None,
+        *,
+        goal_radius: float = 3.0,
+        oracle: bool = False,
+        clip_ctrl_cost: bool = False,
+        **kwargs: Any,
     ) -> None:
         kwargs = {**ANT_PAPER_WEIGHTS, "healthy_reward": 1.0, **kwargs}
         AntEnv.__init__(self, **kwargs)
-        self._setup(GoalTasks("disc", float(goal_radius), (0.5 * goal_radius, 0.0)), task, kwargs, oracle)
-        utils.EzPickle.__init__(self, task, goal_radius=goal_radius, oracle=oracle, **kwargs)
+        goals = GoalTasks("disc", float(goal_radius), (0.5 * goal_radius, 0.0))
+        self._setup(goals, task, kwargs, oracle, clip_ctrl_cost)
+        utils.EzPickle.__init__(
+            self, task, goal_radius=goal_radius, oracle=oracle, clip_ctrl_cost=clip_ctrl_cost, **kwargs
+        )

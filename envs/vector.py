@@ -158,6 +158,7 @@ class VecMujocoTasks:
         self._dt = env.dt
         self._noise = env._reset_noise_scale
         self._ctrl_w = env._ctrl_cost_weight
+        self._ctrl_box = (env.action_space.low, env.action_space.high) if env.clip_ctrl_cost else None
         main_body = env.model.body(env._main_body).id if self._is_ant else 1
         needs_cfrc = self._is_ant and (self._structure.get("cfrc_ext", 0) > 0 or env._contact_cost_weight != 0)
         if needs_cfrc or not HAS_BATCH:  # MuJoCo 3.x has no mujoco.batch (envs.physics)
@@ -211,7 +212,8 @@ class VecMujocoTasks:
         x_velocity = ((p.xpos_main[:, 0] if self._is_ant else p.qpos[:, 0]) - x_before) / self._dt
         # the terms in the order the single env sums them: task, ctrl[, contact, survive]
         rewards = env.task_space.reward(self._params, x_velocity, p.qpos[:, :2])
-        rewards = rewards + -(self._ctrl_w * np.sum(np.square(a), axis=1))
+        a_cost = a if self._ctrl_box is None else np.clip(a, *self._ctrl_box)
+        rewards = rewards + -(self._ctrl_w * np.sum(np.square(a_cost), axis=1))
         if self._is_ant:
             if env._contact_cost_weight != 0:
                 lo, hi = env._contact_force_range

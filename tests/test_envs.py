@@ -139,6 +139,33 @@ def test_half_cheetah_reward_from_state(env_id: str) -> None:
             assert not terminated
 
 
+@pytest.mark.parametrize("env_id", ["metarl/HalfCheetahVel-v0", "metarl/HalfCheetahDir-v0"])
+def test_half_cheetah_rllab_timing_and_clipped_control_cost(env_id: str) -> None:
+    """``frame_skip=1, clip_ctrl_cost=True``: one MuJoCo step per env step (dt 0.01, as rllab's
+    model), and the control cost of the action clipped to [-1, 1]; the physics see the same
+    clamped control either way."""
+    rllab = gym.make(env_id, frame_skip=1, clip_ctrl_cost=True)
+    raw = gym.make(env_id, frame_skip=1)
+    assert rllab.unwrapped.dt == pytest.approx(0.01)
+    rng = np.random.default_rng(3)
+    task = rllab.unwrapped.sample_tasks(1, rng)[0]
+    rllab.reset(seed=4, options={"task": task})
+    raw.reset(seed=4, options={"task": task})
+    data = rllab.unwrapped.data
+    for _ in range(15):
+        action = rng.uniform(-3, 3, 6)
+        x_before = data.qpos[0]
+        obs, reward, _, _, _ = rllab.step(action)
+        obs_raw, reward_raw, _, _, _ = raw.step(action)
+        x_velocity = (data.qpos[0] - x_before) / 0.01
+        clipped = np.clip(action, -1, 1)
+        assert reward == pytest.approx(_task_term(task, x_velocity, data.qpos[:2]) - 0.05 * np.sum(clipped**2))
+        assert reward_raw == pytest.approx(reward - 0.05 * np.sum(action**2 - clipped**2))
+        np.testing.assert_array_equal(obs, obs_raw)
+    with pytest.raises(TypeError, match="clip_ctrl_cost must be true or false, got 'yes'"):
+        gym.make(env_id, clip_ctrl_cost="yes")
+
+
 #: The paper's (rllab's) Ant weights, written out independently of envs.locomotion: healthy
 #: reward per task (AntVel: survive 0.05 plus the constant 1 of its task term; AntGoal, which the
 #: paper lacks: Gymnasium's 1) and the control weight 0.5 * 1e-2.

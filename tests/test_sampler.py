@@ -92,6 +92,26 @@ def test_batched_mujoco_equals_gymnasium(env_id: str, env_kwargs: dict) -> None:
     replay_in_gymnasium(env_id, tasks, episodes, seeds, env_kwargs=env_kwargs)
 
 
+#: rllab's timing and control cost (the paper's code): no frame skip, the cost of the clipped action.
+RLLAB = {"frame_skip": 1, "clip_ctrl_cost": True}
+
+
+@pytest.mark.parametrize("env_id", ["metarl/HalfCheetahVel-v0", "metarl/HalfCheetahDir-v0", "metarl/AntVel-v0"])
+def test_batched_mujoco_with_rllab_timing_and_clipped_cost_equals_gymnasium(env_id: str) -> None:
+    """Actions up to 3x beyond the box, so that the clipped cost differs from the raw one."""
+    n_tasks, per_task, horizon = 2, 2, 40
+    vec = make_vec(env_id, n_tasks * per_task, num_workers=2, env_kwargs=RLLAB)
+    try:
+        assert vec.env.dt == pytest.approx(vec.env.model.opt.timestep)
+        tasks = vec.env.sample_tasks(n_tasks, np.random.default_rng(0))
+        seeds = [200, 201, 202, 203]
+        act = random_actions(1, vec.action_shape, low=-3.0, high=3.0)
+        episodes = collect(vec, tasks, episodes_per_task=per_task, horizon=horizon, act=act, seeds=seeds)
+    finally:
+        vec.close()
+    replay_in_gymnasium(env_id, tasks, episodes, seeds, env_kwargs=RLLAB)
+
+
 def test_batched_ant_unhealthy_termination_equals_gymnasium() -> None:
     env_id, tasks, seeds = "metarl/AntDir-v0", [{"direction": 1}, {"direction": -1}], [0, 1, 2, 3]
     vec = make_vec(env_id, 4, num_workers=2)

@@ -129,7 +129,8 @@ class HalfCheetahVelEnv(_LocomotionTaskMixin, HalfCheetahEnv):
 
     Departures: the paper used rllab's MuJoCo 1.x model; this is Gymnasium's v5 model on
     current MuJoCo, so returns are not comparable number for number. The default task
-    (no task given) is ``v = 1``.
+    (no task given) is ``v = 1``. Gymnasium's 5-step frame skip makes the 200 steps 10 s where
+    rllab's were 2 s; ``frame_skip=1, clip_ctrl_cost=True`` restores rllab's timing and cost.
     """
 
     def __init__(
@@ -167,7 +168,8 @@ class HalfCheetahDirEnv(_LocomotionTaskMixin, HalfCheetahEnv):
     direction.
 
     Departures: Gymnasium's v5 model on current MuJoCo rather than rllab's; the default
-    task is ``d = +1``.
+    task is ``d = +1``. ``frame_skip=1, clip_ctrl_cost=True``: rllab's timing (200 steps of 0.01 s)
+    and control cost (of the clipped action).
     """
 
     def __init__(

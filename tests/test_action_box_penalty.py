@@ -14,7 +14,7 @@ from metarl.config import ConfigError, config_from_dict
 from metarl.maml import params_of
 from metarl.rl.build import action_box_penalty
 from metarl.rl.learner import RLLearner
-from metarl.rl.losses import action_box_excess, old_distribution
+from metarl.rl.losses import action_box_excess, box_saturation, old_distribution
 from metarl.rl.objective import ActionBoxPenalty, meta_batch, meta_objective
 from tests.test_maml_trpo import adapted, problem
 from tests.test_promp import make_problem
@@ -128,3 +128,44 @@ def test_promp_objective_adds_the_same_penalty() -> None:
     expected = meta_objective(policy, theta, batch, plain.inner, chunk=plain.task_chunk, penalty=penalty).penalty
     assert expected > 0.01
     assert float((added - base).detach()) == pytest.approx(expected, rel=1e-9)
+
+
+def test_box_saturation_is_the_share_of_mean_coordinates_outside_the_box() -> None:
+    _, policy, train, _ = problem(seed=3, inner_steps=1, per_step_batches=False)
+    episodes = train[0]
+    with torch.no_grad():  # a box around the middle half of the means, so that about half leave it
+        locs = policy(episodes.observations[episodes.masks > 0]).base_dist.loc.float()
+    low, high = locs.quantile(0.25, dim=0), locs.quantile(0.75, dim=0)
+    got = float(box_saturation(policy, params_of(policy), episodes, low, high))
+    # independently: the module's own forward on each live state, counted per task then averaged
+    shares = []
+    with torch.no_grad():
+        for n in range(episodes.masks.shape[0]):
+            outside, live = 0.0, 0
+            for t in range(episodes.masks.shape[1]):
+                for b in range(episodes.masks.shape[2]):
+                    if episodes.masks[n, t, b] > 0:
+                        loc = policy(episodes.observations[n, t, b]).base_dist.loc
+                        outside += float(((loc < low) | (loc > high)).double().mean())
+                        live += 1
+            shares.append(outside / live)
+    assert 0.05 < got < 0.95
+    assert got == pytest.approx(sum(shares) / len(shares), rel=1e-6)
+
+
+def test_learner_logs_the_share_of_means_outside_the_box() -> None:
+    cfg = config_from_dict({**TINY_NAV, "seed": 3, "num_iterations": 1, "meta_batch_size": 2,
+                            "env": {"id": "metarl/Navigation2D-v0", "episodes_per_task": 2},
+                            "policy": {"hidden": [16], "activation": "tanh", "init_std": 0.3}})
+    learner = RLLearner(cfg)
+    try:
+        with torch.no_grad():
+            learner.module.mu[-1].weight.zero_()
+            learner.module.mu[-1].bias.fill_(0.6)  # every mean at (0.6, 0.6): outside the +-0.1 box
+        assert learner.train_step(1, True)["train/mean_outside_box"] == 1.0
+        with torch.no_grad():
+            learner.module.mu[-1].weight.zero_()
+            learner.module.mu[-1].bias.fill_(0.0)  # and now every mean inside
+        assert learner.train_step(2, True)["train/mean_outside_box"] == 0.0
+    finally:
+        learner.close()

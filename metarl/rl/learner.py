@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import gymnasium
 import numpy as np
 import torch
 
@@ -25,6 +26,8 @@ from metarl.rl.adapt import adapt_on_episodes
 from metarl.rl.build import ALGORITHMS, make_algorithm, make_env, sampler_for, seeded_policy
 from metarl.rl.episodes import Episodes
 from metarl.rl.evaluation import adaptation_returns
+from metarl.rl.losses import box_saturation
+from metarl.rl.policies import GaussianMLPPolicy
 from metarl.seeding import validation_seed
 
 
@@ -60,6 +63,16 @@ def success_metrics(prefix: str, pre: Episodes, post: Episodes) -> dict[str, flo
     return {f"{prefix}/success_{k}": v for k, v in rates.items() if v is not None}
 
 
+def _gaussian_box(env: Any, policy: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The env's action box for ``train/mean_outside_box``: a Gaussian policy on bounded ``Box`` actions."""
+    space = env.action_space
+    if not isinstance(policy, GaussianMLPPolicy) or not isinstance(space, gymnasium.spaces.Box):
+        return None
+    if not (np.isfinite(space.low).all() and np.isfinite(space.high).all()):
+        return None
+    return torch.as_tensor(space.low, dtype=torch.float32), torch.as_tensor(space.high, dtype=torch.float32)
+
+
 class RLLearner:
     """Meta-trains a policy with the run's meta-algorithm.
 
@@ -93,6 +106,7 @@ class RLLearner:
         self._val_tasks: list[dict] | None = None
         self.env_steps = 0  # environment steps sampled for training so far (the samples axis of a curve)
         self.average: dict[str, torch.Tensor] | None = None  # the meta-parameters' average (cfg.ema > 0)
+        self._box = _gaussian_box(self.env, self.module)  # train/mean_outside_box, where it applies
 
     def _threads(self) -> contextlib.AbstractContextManager[None]:
         return torch_threads(self.cfg.update_threads or os.cpu_count() or 1)  # the physics waits
@@ -120,13 +134,17 @@ class RLLearner:
         t0 = time.perf_counter()
         train, valid = self.sample_adapted(tasks)
         t1 = time.perf_counter()
+        theta = {k: v.detach().clone() for k, v in params_of(self.module).items()}  # the sampling policy
         with self._threads():
             metrics = dict(self.algo.step(train, valid))
         self._update_average()
         t2 = time.perf_counter()
+        if self._box is not None and train:
+            with torch.no_grad(), self._threads():
+                metrics["mean_outside_box"] = float(box_saturation(self.module, theta, train[0], *self._box))
         steps = sum(float(e.masks.sum()) for e in [*train, valid])
         self.env_steps += int(steps)
-        ns = {"inner_loss": "train", "entropy": "train", "logp_gap": "train"}
+        ns = {"inner_loss": "train", "entropy": "train", "logp_gap": "train", "mean_outside_box": "train"}
         out = {f"{ns.get(k, self.algo.namespace)}/{k}": float(v) for k, v in metrics.items()}
         out["train/return_post"] = float(valid.returns().mean())
         out["train/return_pre"] = float(train[0].returns().mean()) if train else out["train/return_post"]

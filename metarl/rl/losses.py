@@ -208,3 +208,18 @@ def action_box_excess(dist: Distribution, masks: torch.Tensor, low: torch.Tensor
     centre, half = (high + low) / 2, (high - low) / 2
     outside = ((loc - centre).abs() - half).clamp(min=0.0) / scale
     return masked_mean(outside.square().sum(-1), masks)
+
+
+def box_saturation(
+    policy: nn.Module, params: Mapping[str, torch.Tensor], episodes: Episodes, low: torch.Tensor, high: torch.Tensor
+) -> torch.Tensor:
+    """Share of the mean action's coordinates outside the action box ``[low, high]``, over the live
+    states of ``episodes`` (a diagnostic, ``train/mean_outside_box``): a Gaussian policy whose means
+    leave a box the env clips to gets the same step from most samples, and its gradient fades
+    (:func:`action_box_excess`)."""
+    dist = policy_distribution(policy, params, _observations(episodes), per_task=False)
+    if not (isinstance(dist, Independent) and isinstance(dist.base_dist, Normal)):
+        raise TypeError(f"box_saturation needs a Gaussian policy (Independent(Normal)), got {type(dist)}")
+    loc = dist.base_dist.loc
+    outside = (loc < low.to(loc)) | (loc > high.to(loc))
+    return masked_mean(outside.to(loc.dtype).mean(-1), episodes.masks)

@@ -248,3 +248,16 @@ def test_validation_samples_on_the_training_sampler_with_its_own_seeds(monkeypat
     monkeypatch.setattr(build, "make_sampler", lambda *a, **k: made.append(1) or real(*a, **k))
     run = train(cfg, logdir=tmp_path / "run", quiet=True)  # validates at iterations 2 and 3
     assert len(made) == 1 and "val/return_post" in (run / "metrics.csv").read_text()
+
+
+def test_baseline_env_kwargs_compare_with_the_env_defaults_filled_in() -> None:
+    """A config that spells out a default makes the same env as one that leaves it out; any other
+    difference still refuses the baseline."""
+    from metarl.rl.evaluation import env_kwargs_with_defaults as full
+
+    env_id = "metarl/HalfCheetahDir-v0"
+    assert full(env_id, {"frame_skip": 1}) == full(env_id, {"frame_skip": 1, "clip_ctrl_cost": False})
+    assert full(env_id, {"frame_skip": 1}) != full(env_id, {"frame_skip": 1, "clip_ctrl_cost": True})
+    assert full(env_id, {}) != full(env_id, {"frame_skip": 1})  # Gymnasium's 5 lives below the class signature
+    assert full("metarl/Navigation2D-v0", {}) == full("metarl/Navigation2D-v0", {"squared": False})
+    assert full("no/SuchEnv-v0", {"a": 1}) == {"a": 1}

@@ -7,6 +7,7 @@ resampling after each step as in Finn et al. 2017's RL evaluation, on a sampler 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import gymnasium as gym
@@ -107,6 +108,21 @@ def adapt_run(module: nn.Module, params: Params, cfg: RLConfig, episodes: Episod
     return {k: v[0] for k, v in fast.items()}
 
 
+def env_kwargs_with_defaults(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` over the registered ones and the env class's keyword defaults, so that two configs
+    that differ only by spelling out a default (``clip_ctrl_cost: false``) make the same env; the
+    plain ``kwargs`` where the env's entry point cannot be inspected."""
+    try:
+        spec = gym.spec(env_id)
+        entry = spec.entry_point
+        creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+        params = inspect.signature(creator).parameters.values()
+    except Exception:  # an unregistered or uninspectable env: compare what the configs say
+        return dict(kwargs)
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    return {**defaults, **spec.kwargs, **kwargs}
+
+
 def _baseline_curve(cfg: RLConfig, name: str, state: dict[str, Any], tasks: list[dict], steps: int,
                     sampler: Any, seed: int) -> torch.Tensor:
     """A baseline run's curve on the same tasks, adapted with the evaluated run's inner loop (same
@@ -114,7 +130,7 @@ def _baseline_curve(cfg: RLConfig, name: str, state: dict[str, Any], tasks: list
     bcfg = config_from_dict(state["config"])
     if not isinstance(bcfg, RLConfig) or bcfg.env.id != cfg.env.id:
         raise ConfigError(f"--baseline {name}: its env {getattr(bcfg, 'env', None)} differs from {cfg.env.id}")
-    if bcfg.env.kwargs != cfg.env.kwargs:
+    if env_kwargs_with_defaults(cfg.env.id, bcfg.env.kwargs) != env_kwargs_with_defaults(cfg.env.id, cfg.env.kwargs):
         raise ConfigError(f"--baseline {name}: its env.kwargs {bcfg.env.kwargs} differ from {cfg.env.kwargs}")
     bcfg = config_from_dict({**state["config"], "inner": state["config"]["inner"] | {"lr": cfg.inner.lr},
                              "test_lr_decay": cfg.test_lr_decay})

@@ -134,12 +134,13 @@ class RLLearner:
         t0 = time.perf_counter()
         train, valid = self.sample_adapted(tasks)
         t1 = time.perf_counter()
-        theta = {k: v.detach().clone() for k, v in params_of(self.module).items()}  # the sampling policy
+        saturation = self._box is not None and bool(train)
+        theta = {k: v.detach().clone() for k, v in params_of(self.module).items()} if saturation else {}
         with self._threads():
             metrics = dict(self.algo.step(train, valid))
         self._update_average()
         t2 = time.perf_counter()
-        if self._box is not None and train:
+        if saturation:  # on theta, the sampling policy, before the update changed it
             with torch.no_grad(), self._threads():
                 metrics["mean_outside_box"] = float(box_saturation(self.module, theta, train[0], *self._box))
         steps = sum(float(e.masks.sum()) for e in [*train, valid])

@@ -166,6 +166,21 @@ def test_half_cheetah_rllab_timing_and_clipped_control_cost(env_id: str) -> None
         gym.make(env_id, clip_ctrl_cost="yes")
 
 
+@pytest.mark.parametrize(("config", "dt"), [("halfcheetah_vel", 0.01), ("halfcheetah_dir", 0.01), ("ant_vel", 0.02),
+                                          ("ant_dir", 0.02), ("ant_goal", 0.02), ("ant_vel_oracle", 0.02)])
+def test_shipped_locomotion_configs_step_as_rllab(config: str, dt: float) -> None:
+    """The paper's code ran rllab's models: HalfCheetah steps 0.01 s, the Ant 0.02 s per env step
+    (Gymnasium's v5: 0.05 s for both)."""
+    from metarl.config import load_config
+    from metarl.rl.build import make_env
+
+    env = make_env(load_config(config))
+    try:
+        assert env.unwrapped.dt == pytest.approx(dt)
+    finally:
+        env.close()
+
+
 #: The paper's (rllab's) Ant weights, written out independently of envs.locomotion: healthy
 #: reward per task (AntVel: survive 0.05 plus the constant 1 of its task term; AntGoal, which the
 #: paper lacks: Gymnasium's 1) and the control weight 0.5 * 1e-2.

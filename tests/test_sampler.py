@@ -68,6 +68,7 @@ ORACLE = {"oracle": True}
         ("metarl/HalfCheetahVel-v0", ORACLE),
         ("metarl/HalfCheetahDir-v0", ORACLE),
         ("metarl/AntGoal-v0", ORACLE),
+        ("metarl/AntDir-v0", {"frame_skip": 2}),  # rllab's Ant timing (the shipped Ant configs)
     ],
     ids=lambda x: "oracle" if x == ORACLE else ("plain" if x == {} else x),
 )

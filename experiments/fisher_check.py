@@ -1,0 +1,120 @@
+"""How good a TRPO direction each Fisher strategy gives, on one meta-batch at a checkpoint
+(RESULTS.md, "Meta-RL: half-cheetah": why the subsampled Fisher stalls).
+
+  python experiments/fisher_check.py RUN_DIR [--checkpoint PATH] [--seed S] [--out OUT.json]
+      [--strategy NAME:KIND:TASKS:EPISODES[:DAMPING] ...]
+
+Loads the policy of ``PATH`` (default RUN_DIR/checkpoints/last.pt), samples one meta-batch of the run's
+config with ``--seed``, and takes the meta-step from the same gradient and data under each strategy
+(``trpo.fisher`` KIND, ``trpo.fisher_tasks`` TASKS, ``trpo.fisher_episodes`` EPISODES, and the CG
+damping): the surrogate gain at the accepted step, its KL, the backtracking steps and the time. The
+line search checks the exact KL either way, so a strategy only changes the direction and its scale;
+a better direction gains more surrogate inside the same trust region. Default strategies: the exact
+meta-Fisher, and 5, 10, 20 tasks of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from metarl.checkpoint import load_checkpoint
+from metarl.config import config_from_dict
+from metarl.maml import Params, params_of
+from metarl.rl.fisher import FisherInput, MetaProblem, make_fisher
+from metarl.rl.learner import RLLearner
+from metarl.rl.objective import meta_batch, meta_objective
+from metarl.trpo import trust_region_update
+
+DEFAULT = ["exact:meta:0:0", "5 tasks:meta:5:0", "10 tasks:meta:10:0", "20 tasks:meta:20:0"]
+
+
+def parse_strategy(text: str) -> tuple[str, str, int, int, float | None]:
+    """``NAME:KIND:TASKS:EPISODES[:DAMPING]`` -> its fields (damping None: the config's)."""
+    parts = text.split(":")
+    if len(parts) not in (4, 5):
+        raise ValueError(f"--strategy {text!r}: expected NAME:KIND:TASKS:EPISODES[:DAMPING], e.g. '5 tasks:meta:5:0'")
+    name, kind, tasks, episodes = parts[:4]
+    return name, kind, int(tasks), int(episodes), float(parts[4]) if len(parts) == 5 else None
+
+
+def compare(run: Path, checkpoint: Path, seed: int, strategies: list[str]) -> dict:
+    """Sample one meta-batch at ``checkpoint`` and take the meta-step under every strategy."""
+    state = load_checkpoint(checkpoint)
+    data = dict(state["config"])
+    data.update(seed=seed, update_threads=1)
+    data["sampler"] = {**data["sampler"], "num_workers": 1}
+    cfg = config_from_dict(data)
+    learner = RLLearner(cfg)
+    try:
+        learner.module.load_state_dict(state["learner"]["model"])
+        tasks = learner.env.unwrapped.sample_tasks(cfg.meta_batch_size, learner.np_rng)
+        train, valid = learner.sample_adapted(tasks)
+    finally:
+        learner.close()
+    algo, policy = learner.algo, learner.module
+    batch = meta_batch(train, valid, algo.advantages)
+    theta: Params = {k: v.detach().requires_grad_(True) for k, v in params_of(policy).items()}
+    value = meta_objective(policy, theta, batch, algo.inner, chunk=algo.task_chunk)
+    problem = MetaProblem(policy, batch, algo.inner, algo.task_chunk)
+
+    def line_objective(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
+        candidate = meta_objective(policy, params, batch, algo.inner, old=value.old, chunk=algo.task_chunk)
+        return candidate.loss, candidate.kl
+
+    region = asdict(algo.trust_region)
+    rows = []
+    for text in strategies:
+        name, kind, n_tasks, n_episodes, damping = parse_strategy(text)
+        fisher = make_fisher(kind, factorable=True, tasks=n_tasks, episodes=n_episodes, seed=seed)
+        start = time.perf_counter()
+        _, m = trust_region_update(
+            value.loss, theta, lambda f=fisher: f(problem, theta, FisherInput(value.kl, value.post_params)),
+            line_objective, **{**region, **({} if damping is None else {"cg_damping": damping})})
+        rows.append({"strategy": name, "fisher": kind, "fisher_tasks": n_tasks, "fisher_episodes": n_episodes,
+                     "cg_damping": region["cg_damping"] if damping is None else damping,
+                     "gain": m["surrogate_before"] - m["surrogate_after"], "kl": m["kl"],
+                     "ls_steps": m["ls_steps"], "step_norm": m["step_norm"], "seconds": time.perf_counter() - start})
+        r = rows[-1]
+        print(f"{name:>12}: surrogate gain {r['gain']:.5f}  kl {r['kl']:.4f}  backtracks {r['ls_steps']:.0f}  "
+              f"step norm {r['step_norm']:.4f}  {r['seconds']:.1f} s", flush=True)
+    return {"run": run.name, "checkpoint": checkpoint.name, "iteration": state["iteration"], "seed": seed,
+            "return_pre": float(train[0].returns().mean()), "return_post": float(valid.returns().mean()),
+            "strategies": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="an RL run directory (its config.yaml and checkpoints/)")
+    parser.add_argument("--checkpoint", type=Path, help="default RUN/checkpoints/last.pt")
+    parser.add_argument("--seed", type=int, default=7, help="seeds the meta-batch's tasks and episodes")
+    parser.add_argument("--strategy", action="append", help=f"NAME:KIND:TASKS:EPISODES[:DAMPING]; default {DEFAULT}")
+    parser.add_argument("--out", type=Path, help="write the table as JSON")
+    args = parser.parse_args(argv)
+    checkpoint = args.checkpoint or args.run / "checkpoints" / "last.pt"
+    if not checkpoint.is_file():
+        print(f"fisher_check: no checkpoint {checkpoint}; pass a run directory with checkpoints/last.pt "
+              "or --checkpoint", file=sys.stderr)
+        return 2
+    strategies = args.strategy or DEFAULT
+    try:
+        for text in strategies:
+            parse_strategy(text)
+    except ValueError as err:
+        print(f"fisher_check: {err}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    result = compare(args.run, checkpoint, args.seed, strategies)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,18 +19,14 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from metarl.checkpoint import load_checkpoint
 from metarl.config import config_from_dict
-from metarl.maml import Params, params_of
-from metarl.rl.fisher import FisherInput, MetaProblem, make_fisher
+from metarl.rl.build import make_algorithm
 from metarl.rl.learner import RLLearner
-from metarl.rl.objective import meta_batch, meta_objective
-from metarl.trpo import trust_region_update
 
 DEFAULT = ["exact:meta:0:0", "5 tasks:meta:5:0", "10 tasks:meta:10:0", "20 tasks:meta:20:0"]
 
@@ -58,27 +54,20 @@ def compare(run: Path, checkpoint: Path, seed: int, strategies: list[str]) -> di
         train, valid = learner.sample_adapted(tasks)
     finally:
         learner.close()
-    algo, policy = learner.algo, learner.module
-    batch = meta_batch(train, valid, algo.advantages)
-    theta: Params = {k: v.detach().requires_grad_(True) for k, v in params_of(policy).items()}
-    value = meta_objective(policy, theta, batch, algo.inner, chunk=algo.task_chunk)
-    problem = MetaProblem(policy, batch, algo.inner, algo.task_chunk)
-
-    def line_objective(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        candidate = meta_objective(policy, params, batch, algo.inner, old=value.old, chunk=algo.task_chunk)
-        return candidate.loss, candidate.kl
-
-    region = asdict(algo.trust_region)
+    policy = learner.module
+    theta = {k: v.detach().clone() for k, v in policy.state_dict().items()}
     rows = []
-    for text in strategies:
+    for text in strategies:  # the learner's own meta-step, built by the run's config with this Fisher
         name, kind, n_tasks, n_episodes, damping = parse_strategy(text)
-        fisher = make_fisher(kind, factorable=True, tasks=n_tasks, episodes=n_episodes, seed=seed)
+        trpo = {**data["trpo"], "fisher": kind, "fisher_tasks": n_tasks, "fisher_episodes": n_episodes}
+        if damping is not None:
+            trpo["cg_damping"] = damping
+        algo = make_algorithm(config_from_dict({**data, "trpo": trpo}), policy, learner.env)
+        policy.load_state_dict(theta)
         start = time.perf_counter()
-        _, m = trust_region_update(
-            value.loss, theta, lambda f=fisher: f(problem, theta, FisherInput(value.kl, value.post_params)),
-            line_objective, **{**region, **({} if damping is None else {"cg_damping": damping})})
+        m = algo.step(train, valid)
         rows.append({"strategy": name, "fisher": kind, "fisher_tasks": n_tasks, "fisher_episodes": n_episodes,
-                     "cg_damping": region["cg_damping"] if damping is None else damping,
+                     "cg_damping": trpo["cg_damping"],
                      "gain": m["surrogate_before"] - m["surrogate_after"], "kl": m["kl"],
                      "ls_steps": m["ls_steps"], "step_norm": m["step_norm"], "seconds": time.perf_counter() - start})
         r = rows[-1]

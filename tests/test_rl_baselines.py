@@ -163,6 +163,29 @@ def test_evaluate_set_changes_test_time_keys_only(tmp_path, capsys):
     assert "evaluation may change only" in capsys.readouterr().err
 
 
+def test_evaluate_set_scores_the_clipped_control_cost_on_run_and_baselines(tmp_path, capsys):
+    """`--set env.kwargs.clip_ctrl_cost=true` re-scores a run trained on the raw cost with rllab's (the
+    paper's) clipped one: the same actions and dynamics, a smaller cost, so every return rises, the
+    baseline's too; an env without the option is refused in one line."""
+    run = train(tiny_cfg("metarl/HalfCheetahDir-v0", "hc"), logdir=tmp_path / "run", quiet=True)
+    outs = []
+    for clip in ("false", "true"):
+        out = tmp_path / f"eval-{clip}.json"
+        assert main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--baseline", f"same={run}",
+                     "--out", str(out), "--set", f"env.kwargs.clip_ctrl_cost={clip}"]) == 0
+        outs.append(json.loads(out.read_text()))
+    raw, clipped = outs
+    for k in range(2):
+        for a, b in zip(raw["per_task"][k], clipped["per_task"][k]):
+            assert b > a  # a unit-variance Gaussian policy leaves the box on some step of every episode
+    for a, b in zip(raw["baselines"]["same"]["by_step"], clipped["baselines"]["same"]["by_step"]):
+        assert b["mean"] > a["mean"]
+    assert clipped["overrides"] == {"env.kwargs.clip_ctrl_cost": True}
+    nav = train(tiny_cfg("metarl/Navigation2D-v0", "nav"), logdir=tmp_path / "nav", quiet=True)
+    assert main(["evaluate", str(nav), "--tasks", "2", "--set", "env.kwargs.clip_ctrl_cost=true"]) == 2
+    assert "has no such option" in capsys.readouterr().err
+
+
 def test_meta_sgd_run_trains_saves_and_evaluates_its_learned_rates(tmp_path):
     cfg = tiny_cfg("metarl/Navigation2D-v0", "msgd", inner={"lr": 0.1, "steps": 1, "test_steps": 1, "learn_lr": True})
     run = train(cfg, logdir=tmp_path / "run", quiet=True)

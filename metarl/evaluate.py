@@ -297,6 +297,9 @@ def plot_panels(results: Sequence[dict[str, Any]], path: str | Path) -> None:
     for r in results:
         groups.setdefault(r["benchmark"], []).append(r)
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False)
+    every = sorted({n for r in results for n in r["baselines"]})
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {n: palette[(i + 1) % len(palette)] for i, n in enumerate(every)}  # one colour per name in every panel
     for ax, (bench, runs) in zip(axes[0], groups.items(), strict=True):
         names = [_label(runs[0])] + sorted({n for r in runs for n in r["baselines"]})
         for name in names:
@@ -304,8 +307,9 @@ def plot_panels(results: Sequence[dict[str, Any]], path: str | Path) -> None:
                       for r in runs if name == _label(runs[0]) or name in r["baselines"]]
             rows = combine_runs(curves)
             k, m, c = ([s[key] for s in rows] for key in ("step", "mean", "ci95"))
-            ax.plot(k, m, marker="o", ms=3, label=name)
-            ax.fill_between(k, [a - b for a, b in zip(m, c)], [a + b for a, b in zip(m, c)], alpha=0.2)
+            col = color.get(name, palette[0])
+            ax.plot(k, m, marker="o", ms=3, label=name, color=col)
+            ax.fill_between(k, [a - b for a, b in zip(m, c)], [a + b for a, b in zip(m, c)], alpha=0.2, color=col)
         axis_labels(ax, runs[0]["metric"])
         seeds = f"{len(runs)} runs" if len(runs) > 1 else "1 run"
         ax.set_title(f"{bench}\n{runs[0]['n_tasks']} held-out tasks, {seeds}", fontsize=9)

@@ -116,7 +116,9 @@ def _with_scoring(config: dict[str, Any], scoring: Sequence[tuple[str, Any]],
     import metarl.envs  # noqa: F401  (registers the built-in envs whose defaults are looked up)
     from metarl.rl.evaluation import env_kwargs_with_defaults  # not at the top: it imports this module
 
-    for key, _ in scoring:
+    for key, value in scoring:
+        if not isinstance(value, bool):
+            raise ConfigError(f"--set {key}={value!r}: expected true or false")
         env_id = config.get("env", {}).get("id") if isinstance(config.get("env"), dict) else None
         if env_id is None or key.rsplit(".", 1)[1] not in env_kwargs_with_defaults(env_id, {}):
             raise ConfigError(f"--set {key}: the run's env {env_id} has no such option; it applies to the "

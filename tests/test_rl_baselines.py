@@ -184,6 +184,8 @@ def test_evaluate_set_scores_the_clipped_control_cost_on_run_and_baselines(tmp_p
     nav = train(tiny_cfg("metarl/Navigation2D-v0", "nav"), logdir=tmp_path / "nav", quiet=True)
     assert main(["evaluate", str(nav), "--tasks", "2", "--set", "env.kwargs.clip_ctrl_cost=true"]) == 2
     assert "has no such option" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--tasks", "2", "--set", "env.kwargs.clip_ctrl_cost=2"]) == 2
+    assert "expected true or false" in capsys.readouterr().err
 
 
 def test_meta_sgd_run_trains_saves_and_evaluates_its_learned_rates(tmp_path):

@@ -15,6 +15,7 @@ that base: sections merge key by key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -503,11 +504,17 @@ def parse_overrides(items: Sequence[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def config_from_dict(data: Mapping[str, Any], overrides: Sequence[tuple[str, Any]] = ()) -> CommonConfig:
-    """Validate ``data`` (plus dotted overrides) into the benchmark's config dataclass."""
-    data = dict(data or {})
+def with_overrides(data: Mapping[str, Any], overrides: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    """A deep copy of the config dict ``data`` with the dotted ``overrides`` set; ``data`` is left as it was."""
+    data = copy.deepcopy(dict(data or {}))
     for key, value in overrides:
         _set_dotted(data, key, value)
+    return data
+
+
+def config_from_dict(data: Mapping[str, Any], overrides: Sequence[tuple[str, Any]] = ()) -> CommonConfig:
+    """Validate ``data`` (plus dotted overrides) into the benchmark's config dataclass."""
+    data = with_overrides(data, overrides)
     benchmark = data.get("benchmark", "sinusoid")
     if benchmark not in CONFIG_CLASSES:
         raise ConfigError(f"benchmark: got {benchmark!r}; allowed: one of {sorted(CONFIG_CLASSES)}")

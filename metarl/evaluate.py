@@ -15,7 +15,6 @@ the same way.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from metarl.checkpoint import atomic_write_bytes, load_checkpoint
-from metarl.config import ConfigError, config_from_dict, config_to_dict
+from metarl.config import ConfigError, config_from_dict, with_overrides
 from metarl.stats import iqm, stratified_bootstrap_ci
 
 #: Config keys ``metarl evaluate --set`` may change: how to adapt at test time, how many points each
@@ -76,7 +75,8 @@ def evaluate(
             raise ConfigError(f"--set {key}: evaluation may change only {sorted(EVAL_KEYS | SCORING_KEYS)}; the "
                               "rest of the config is the trained run's")
     scoring = [(key, value) for key, value in overrides if key in SCORING_KEYS]
-    cfg = _with_scoring(state["config"], scoring, overrides)
+    _check_scoring(state["config"], scoring)
+    cfg = config_from_dict(state["config"], overrides)
     n_tasks = n_tasks if n_tasks is not None else cfg.eval.test_tasks
     steps = steps if steps is not None else cfg.inner.test_steps
     if n_tasks <= 0 or steps < 0:
@@ -84,8 +84,8 @@ def evaluate(
     if shots is not None and shots <= 0:
         raise ConfigError(f"--shots must be > 0, got {shots}")
     base_states = {name: load_checkpoint(path) for name, path in (baselines or {}).items()}
-    for base in base_states.values() if scoring else ():
-        base["config"] = config_to_dict(_with_scoring(base["config"], scoring, scoring))
+    for base in base_states.values():
+        base["config"] = with_overrides(base["config"], scoring)  # scored as the run is
     from metarl.families import family_of
 
     body = family_of(cfg).evaluate(
@@ -110,20 +110,18 @@ def evaluate(
     }
 
 
-def _with_scoring(config: dict[str, Any], scoring: Sequence[tuple[str, Any]],
-                  overrides: Sequence[tuple[str, Any]]) -> Any:
-    """``config`` with ``overrides`` applied, refusing a scoring key the run's env does not take."""
+def _check_scoring(config: dict[str, Any], scoring: Sequence[tuple[str, Any]]) -> None:
+    """Refuse a scoring override that is not a boolean or that the run's env does not take."""
     import metarl.envs  # noqa: F401  (registers the built-in envs whose defaults are looked up)
     from metarl.rl.evaluation import env_kwargs_with_defaults  # not at the top: it imports this module
 
+    env_id = (config.get("env") or {}).get("id")
     for key, value in scoring:
         if not isinstance(value, bool):
             raise ConfigError(f"--set {key}={value!r}: expected true or false")
-        env_id = config.get("env", {}).get("id") if isinstance(config.get("env"), dict) else None
         if env_id is None or key.rsplit(".", 1)[1] not in env_kwargs_with_defaults(env_id, {}):
             raise ConfigError(f"--set {key}: the run's env {env_id} has no such option; it applies to the "
                               "locomotion envs (HalfCheetah*, Ant*) only")
-    return config_from_dict(copy.deepcopy(config), overrides)
 
 
 #: How a run's row is named in tables and plots, by its config's ``algorithm``.

@@ -33,6 +33,19 @@ def _baselines(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _baseline_lrs(items: list[str]) -> dict[str, float]:
+    """``--baseline-lr NAME=LR`` items as ``{name: lr}``; a malformed one is refused in one line."""
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise ConfigError(f"--baseline-lr {item!r}: expected NAME=LR with LR a number, e.g. --baseline-lr "
+                              "pretrained=0.2") from None
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from metarl.config import load_config, parse_overrides
     from metarl.training import train
@@ -80,7 +93,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(
             args.run, n_tasks=args.tasks, steps=args.steps, shots=args.shots, seed=args.seed,
             baselines=_baselines(args.baseline), pretrain_iterations=args.pretrain_iterations,
-            overrides=parse_overrides(args.set),
+            overrides=parse_overrides(args.set), baseline_lrs=_baseline_lrs(args.baseline_lr),
         )
         print(format_table(result))
         _write_result(args, result, "eval.json", plot)
@@ -103,7 +116,7 @@ def _evaluate_several(args: argparse.Namespace) -> int:
     from metarl.evaluate import evaluate, format_pooled, format_table, pool_runs, write_json
 
     single = [flag for flag, value in (("--figure", args.figure), ("--task", args.task), ("--plot", args.plot),
-                                        ("--baseline", args.baseline)) if value]
+                                        ("--baseline", args.baseline), ("--baseline-lr", args.baseline_lr)) if value]
     if single:
         raise ConfigError(f"{', '.join(single)}: for one run only; with several runs `metarl evaluate` pools "
                           "them (evaluate each run alone for that)")
@@ -291,8 +304,8 @@ def _evaluate_tasks(args: argparse.Namespace) -> int:
     from metarl.config import parse_overrides
     from metarl.rl.watch import evaluate_tasks, format_tasks_table, plot_tasks
 
-    unused = [flag for flag, value in (("--tasks", args.tasks), ("--shots", args.shots), ("--baseline", args.baseline))
-              if value]
+    unused = [flag for flag, value in (("--tasks", args.tasks), ("--shots", args.shots), ("--baseline", args.baseline),
+                                       ("--baseline-lr", args.baseline_lr)) if value]
     if unused:
         raise ConfigError(f"{' and '.join(unused)}: not used with --task, which adapts on the tasks you give")
     result = evaluate_tasks(args.run, args.task, steps=args.steps, seed=args.seed, overrides=parse_overrides(args.set))
@@ -404,13 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(on the --task tasks if given, else held-out ones drawn with --seed)")
     e.add_argument("--baseline", action="append", default=[], metavar="NAME=RUN_DIR",
                    help="a baseline run to evaluate the same way (e.g. pretrained=runs/...)")
+    e.add_argument("--baseline-lr", action="append", default=[], metavar="NAME=LR",
+                   help="RL: adapt this baseline (a --baseline name, or random) with inner lr LR instead of the "
+                        "run's, e.g. pretrained=0.2 random=1.0 (the step sizes of Finn et al.'s Ant test script)")
     e.add_argument("--pretrain-iterations", type=int, default=10_000,
                    help="regression (sinusoid, custom with loss mse): train the pretrained baseline in-process "
                         "for N iterations when "
                         "--baseline pretrained=... is not given (0: skip)")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="an evaluation-time config key, e.g. test_lr_decay=0.5 (the paper's test-time lr "
-                        "halving) or dataset.root=PATH")
+                   help="an evaluation-time config key, e.g. test_lr_after_first=0.5 (the paper's test-time "
+                        "step sizes: lr, then lr / 2) or dataset.root=PATH")
     e.add_argument("--task", action="append", default=[], metavar="KEY=VALUE",
                    help="RL: adapt on this task instead of held-out ones (e.g. goal=0.3,-0.2, velocity=1.7, "
                         "direction=-1; `metarl envs` lists the task spaces); repeat for several; writes "

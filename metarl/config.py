@@ -378,6 +378,8 @@ class RLConfig(CommonConfig):
                                   "curvature term of the pre-update sampling distribution; Rothfuss et al. 2019)",
                                   ["reinforce", "lvc"])
     test_lr_decay: float = positive(1.0, "evaluation: multiply the inner lr by this after each step (0.5 halves)")
+    test_lr_after_first: float = positive(1.0, "evaluation: the inner lr's factor on every step after the first "
+                                          "(0.5: Finn et al.'s test scripts, lr then lr / 2 for each further step)")
     ema: float = _f(0.0, "average of the meta-parameters kept after each meta-step, theta_avg <- ema * theta_avg + "
                     "(1 - ema) * theta, and used by validation, best.pt and evaluation (training goes on from theta); "
                     "0: off (the paper)", lambda v: 0 <= v < 1, "a number in [0, 1)")

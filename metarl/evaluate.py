@@ -16,6 +16,7 @@ the same way.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from metarl.stats import iqm, stratified_bootstrap_ci
 #: held-out sinusoid is scored on (``task.query``; the Meta-SGD protocol uses 100), and where to run
 #: or find data, never what was trained.
 EVAL_KEYS = frozenset({
-    "test_lr_decay", "sampler.backend", "sampler.num_workers", "sampler.address",
+    "test_lr_decay", "test_lr_after_first", "sampler.backend", "sampler.num_workers", "sampler.address",
     "dataset.root", "dataset.cache_dir", "dataset.download", "task.query",
 })
 
@@ -62,12 +63,14 @@ def evaluate(
     baselines: dict[str, str] | None = None,
     pretrain_iterations: int = 10_000,
     overrides: Sequence[tuple[str, Any]] = (),
+    baseline_lrs: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run directory or checkpoint; returns the result dict (see module docstring).
 
     ``overrides`` change evaluation-time keys of the run's config only (:data:`EVAL_KEYS`, e.g.
-    ``("test_lr_decay", 0.5)`` for the paper's test-time lr halving, or where the data lives);
-    the result records them under ``"overrides"``.
+    ``("test_lr_after_first", 0.5)`` for the paper's test-time step sizes, or where the data
+    lives); the result records them under ``"overrides"``. ``baseline_lrs`` (RL): an inner lr for
+    a baseline (a ``baselines`` name, or ``random``) instead of the run's; recorded per baseline.
     """
     state = load_checkpoint(checkpoint)
     for key, _ in overrides:
@@ -83,6 +86,7 @@ def evaluate(
         raise ConfigError(f"--tasks must be > 0 (got {n_tasks}) and --steps >= 0 (got {steps})")
     if shots is not None and shots <= 0:
         raise ConfigError(f"--shots must be > 0, got {shots}")
+    _check_baseline_lrs(cfg, baseline_lrs or {}, set(baselines or {}))
     base_states = {name: load_checkpoint(path) for name, path in (baselines or {}).items()}
     for base in base_states.values():
         base["config"] = with_overrides(base["config"], scoring)  # scored as the run is
@@ -90,7 +94,7 @@ def evaluate(
 
     body = family_of(cfg).evaluate(
         cfg, state["learner"], n_tasks=n_tasks, steps=steps, seed=seed, shots=shots, baselines=base_states,
-        pretrain_iterations=pretrain_iterations,
+        pretrain_iterations=pretrain_iterations, **({"baseline_lrs": baseline_lrs} if baseline_lrs else {}),
     )
     per_task = body.pop("per_task")
     per_task_success = body.pop("per_task_success", None)
@@ -110,6 +114,20 @@ def evaluate(
     }
 
 
+def _check_baseline_lrs(cfg: Any, lrs: dict[str, float], names: set[str]) -> None:
+    """Refuse a baseline lr for a non-RL run, an unknown baseline, or a step size that is not > 0."""
+    if not lrs:
+        return
+    if getattr(cfg, "benchmark", None) != "rl":
+        raise ConfigError("--baseline-lr: applies to RL runs only (their baselines adapt by policy gradient)")
+    for name, lr in lrs.items():
+        if name not in names | {"random"}:
+            raise ConfigError(f"--baseline-lr {name}=...: no baseline named {name!r}; name one given with "
+                              f"--baseline ({', '.join(sorted(names)) or 'none'}) or random")
+        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+            raise ConfigError(f"--baseline-lr {name}={lr!r}: expected a step size > 0, e.g. {name}=0.2")
+
+
 def _check_scoring(config: dict[str, Any], scoring: Sequence[tuple[str, Any]]) -> None:
     """Refuse a scoring override that is not a boolean or that the run's env does not take."""
     import metarl.envs  # noqa: F401  (registers the built-in envs whose defaults are looked up)
@@ -124,6 +142,11 @@ def _check_scoring(config: dict[str, Any], scoring: Sequence[tuple[str, Any]]) -
                               "locomotion envs (HalfCheetah*, Ant*) only")
 
 
+def _baseline_label(name: str, baseline: dict[str, Any]) -> str:
+    """A baseline's row name, with its inner lr where ``--baseline-lr`` set one."""
+    return f"{name} (lr {baseline['inner_lr']:g})" if "inner_lr" in baseline else name
+
+
 #: How a run's row is named in tables and plots, by its config's ``algorithm``.
 LABELS = {"maml": "MAML", "promp": "ProMP", "pretrain": "pretrained", "reptile": "Reptile"}
 
@@ -134,7 +157,8 @@ def _label(result: dict[str, Any]) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     """The paper's kind of table: metric (mean +/- 95% CI) after each number of steps, per model."""
-    rows = [(_label(result), result["by_step"])] + [(n, b["by_step"]) for n, b in result["baselines"].items()]
+    rows = [(_label(result), result["by_step"])]
+    rows += [(_baseline_label(n, b), b["by_step"]) for n, b in result["baselines"].items()]
     steps = [s["step"] for s in result["by_step"]]
     head = f"{result['metric']} on {result['n_tasks']} held-out tasks ({result['benchmark']}, it {result['iteration']})"
     lines = [head, "steps".ljust(12) + "".join(f"{k:>18d}" for k in steps)]
@@ -256,7 +280,8 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    rows = [(_label(result), result["by_step"])] + [(n, b["by_step"]) for n, b in result["baselines"].items()]
+    rows = [(_label(result), result["by_step"])]
+    rows += [(_baseline_label(n, b), b["by_step"]) for n, b in result["baselines"].items()]
     for name, by_step in rows:
         k = [s["step"] for s in by_step]
         m = [s["mean"] for s in by_step]

@@ -258,6 +258,30 @@ def test_adapt_with_lr_decay_takes_the_decayed_step_on_each_later_batch() -> Non
     assert any(not torch.allclose(undecayed[k], got[k]) for k in theta)
 
 
+def test_adapt_with_lr_after_first_takes_the_papers_test_step_sizes() -> None:
+    """Finn et al.'s test scripts: lr on the first batch, lr * 0.5 on every later one (not 0.25 on the
+    third); combined with ``lr_decay`` the factors multiply. Per task as plain ``adapt``."""
+    algo, policy, train, valid = problem(13, 3, True)
+    theta = detach_params(params_of(policy))
+    params = adapt_on_episodes(algo.policy, theta, train, algo.inner, algo.advantages, lr_after_first=0.5)
+    both = adapt_on_episodes(algo.policy, theta, train, algo.inner, algo.advantages, lr_after_first=0.5,
+                             lr_decay=0.8)
+    for got, factors in ((params, [1.0, 0.5, 0.5]), (both, [1.0, 0.5 * 0.8, 0.5 * 0.64])):
+        for n in range(N):
+            fast = dict(theta)
+            for j, batch in enumerate(train):
+                task, adv = batch.unstack()[n], algo.advantages(batch)[n]
+
+                def loss_fn(p: Params, data: tuple[Episodes, torch.Tensor]) -> torch.Tensor:
+                    return reinforce_loss(algo.policy, p, data[0], data[1])
+
+                fast = adapt(loss_fn, fast, (task, adv), lr=algo.inner.lr * factors[j], steps=1)
+            for k in theta:
+                torch.testing.assert_close(got[k][n], fast[k], rtol=1e-12, atol=1e-12)
+    geometric = adapted(algo, train, lr_decay=0.5)  # 1, 0.5, 0.25: differs on the third batch only
+    assert any(not torch.allclose(geometric[k], params[k]) for k in theta)
+
+
 def loop_objective(algo: MAMLTRPO, train: list[Episodes], valid: Episodes, old: list[Params]):
     valid_adv = algo.advantages(valid)
     tasks = valid.unstack()

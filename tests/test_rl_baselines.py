@@ -163,6 +163,58 @@ def test_evaluate_set_changes_test_time_keys_only(tmp_path, capsys):
     assert "evaluation may change only" in capsys.readouterr().err
 
 
+def test_evaluate_set_test_lr_after_first_keeps_the_first_step_and_halves_the_later_ones(tmp_path):
+    """`--set test_lr_after_first=0.5`: steps 0-1 as without it, the later steps differ, and the
+    baselines adapt on the same schedule (a baseline that is the run itself gives the run's curve)."""
+    run = train(tiny_cfg("metarl/Navigation2D-v0", "lr"), logdir=tmp_path / "run", quiet=True)
+    outs = []
+    for extra in ([], ["--set", "test_lr_after_first=0.5"]):
+        out = tmp_path / f"eval{len(outs)}.json"
+        assert main(["evaluate", str(run), "--tasks", "3", "--steps", "3", "--out", str(out),
+                     "--baseline", f"same={run}", *extra]) == 0
+        outs.append(json.loads(out.read_text()))
+    plain, later = ([s["mean"] for s in o["by_step"]] for o in outs)
+    assert plain[:2] == later[:2] and plain[2:] != later[2:]
+    assert [s["mean"] for s in outs[1]["baselines"]["same"]["by_step"]] == later
+    assert outs[1]["overrides"] == {"test_lr_after_first": 0.5}
+
+
+def test_evaluate_baseline_lr_adapts_that_baseline_with_its_own_step_size(tmp_path, monkeypatch, capsys):
+    """`--baseline-lr NAME=LR` (Finn et al. tuned the baselines' step sizes): that baseline and only
+    it adapts with LR, recorded in the JSON and the table; bad names and values are refused in one line."""
+    import metarl.rl.evaluation as evaluation
+
+    lrs: list[float] = []
+    real = evaluation.adapt_on_episodes
+
+    def recording(policy, params, train, inner, advantages, **kw):
+        lrs.append(inner.lr)
+        return real(policy, params, train, inner, advantages, **kw)
+
+    monkeypatch.setattr(evaluation, "adapt_on_episodes", recording)
+    run = train(tiny_cfg("metarl/Navigation2D-v0", "blr"), logdir=tmp_path / "run", quiet=True)
+    out = tmp_path / "eval.json"
+    lrs.clear()
+    assert main(["evaluate", str(run), "--tasks", "3", "--steps", "1", "--out", str(out), "--baseline",
+                 f"same={run}", "--baseline", f"tuned={run}", "--baseline-lr", "tuned=0.3",
+                 "--baseline-lr", "random=1.5"]) == 0
+    assert lrs == [0.1, 1.5, 0.1, 0.3]  # the run, random, same, tuned: one adaptation each
+    result = json.loads(out.read_text())
+    same, tuned = result["baselines"]["same"], result["baselines"]["tuned"]
+    assert result["baselines"]["random"]["inner_lr"] == 1.5 and tuned["inner_lr"] == 0.3 and "inner_lr" not in same
+    assert [s["mean"] for s in same["by_step"]] == [s["mean"] for s in result["by_step"]]
+    assert tuned["by_step"][0]["mean"] == same["by_step"][0]["mean"]  # before adapting: the same policy
+    assert tuned["by_step"][1]["mean"] != same["by_step"][1]["mean"]
+    assert "tuned (lr 0.3)" in capsys.readouterr().out
+    for bad, message in ((["--baseline-lr", "other=0.2"], "no baseline named 'other'"),
+                         (["--baseline-lr", "same=fast"], "expected NAME=LR with LR a number"),
+                         (["--baseline-lr", "same=-1"], "expected a step size > 0")):
+        assert main(["evaluate", str(run), "--tasks", "2", "--baseline", f"same={run}", *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["evaluate", str(run), str(run), "--tasks", "2", "--baseline-lr", "random=1"]) == 2
+    assert "for one run only" in capsys.readouterr().err
+
+
 def test_evaluate_set_scores_the_clipped_control_cost_on_run_and_baselines(tmp_path, capsys):
     """`--set env.kwargs.clip_ctrl_cost=true` re-scores a run trained on the raw cost with rllab's (the
     paper's) clipped one: the same actions and dynamics, a smaller cost, so every return rises, the

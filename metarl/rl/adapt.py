@@ -7,7 +7,8 @@ all adapt through :func:`adapt_policy`; nothing else in metarl writes an RL inne
 
 Several steps: ``batches`` holds one :class:`InnerBatch` per resampling, and each gets
 ``inner.steps`` gradient steps in order (the paper's multi-step RL evaluation samples a new
-batch with the params after each step, and halves the step size with ``lr_decay=0.5``).
+batch with the params after each step, at the step size lr, then lr / 2 for each further step:
+``lr_after_first=0.5``; see :func:`step_scale`).
 
 Two implementations, the same numbers (tested against each other and against a per-task loop
 of :func:`metarl.maml.adapt`): policies with a ``stacked`` forward (the MLP policies) expand
@@ -102,6 +103,13 @@ def _scaled(lr: LearningRate, factor: float) -> LearningRate:
     return {k: v * factor for k, v in lr.items()} if isinstance(lr, Mapping) else lr * factor
 
 
+def step_scale(j: int, lr_decay: float = 1.0, lr_after_first: float = 1.0) -> float:
+    """The step size's factor on batch ``j`` (0-based): ``lr_decay**j``, times ``lr_after_first``
+    for every batch after the first. Finn et al.'s test scripts take lr, then lr / 2 for each
+    further step (``lr_after_first=0.5``); ``lr_decay=0.5`` halves it again at every step."""
+    return lr_decay**j * (lr_after_first if j else 1.0)
+
+
 def per_task_inner_loss(
     policy: nn.Module, inner: InnerLoop, params: Params, batch: InnerBatch
 ) -> torch.Tensor:
@@ -118,12 +126,14 @@ def adapt_policy(
     inner: InnerLoop,
     *,
     lr_decay: float = 1.0,
+    lr_after_first: float = 1.0,
 ) -> Params:
     """theta'_i for every task, stacked ``[N, *shape]``: ``inner.steps`` steps on each batch in turn.
 
     ``params``: theta (shared by the tasks), possibly with learned rates ``inner_lr.*``; the
-    result holds the policy's parameters only. The step size is multiplied by ``lr_decay``
-    after each batch. With a differentiable theta (``requires_grad``, grad mode on) the result
+    result holds the policy's parameters only. Batch j's step size is scaled by
+    :func:`step_scale` (``lr_decay``, ``lr_after_first``; both 1: the training step throughout).
+    With a differentiable theta (``requires_grad``, grad mode on) the result
     is differentiable in it (to second order unless ``inner.first_order``); otherwise it is
     detached and no graph is kept (sampling, line searches, evaluation).
     """
@@ -134,14 +144,15 @@ def adapt_policy(
         raise ValueError("adapt_policy expects stacked episodes [N, T, B, ...] with the same N in every batch "
                          "(use Episodes.stack)")
     theta, lr = split_lr(params, inner.lr)
+    scales = [step_scale(j, lr_decay, lr_after_first) for j in range(len(batches))]
     if getattr(policy, "stacked", None) is not None:
-        return _adapt_stacked(policy, theta, batches, inner, lr, lr_decay)
-    return _adapt_vmap(policy, theta, batches, inner, lr, lr_decay)
+        return _adapt_stacked(policy, theta, batches, inner, lr, scales)
+    return _adapt_vmap(policy, theta, batches, inner, lr, scales)
 
 
 def _adapt_stacked(
     policy: nn.Module, theta: Params, batches: Sequence[InnerBatch], inner: InnerLoop, lr: LearningRate,
-    lr_decay: float,
+    scales: Sequence[float],
 ) -> Params:
     """theta expanded to N per-task views ``[N, *shape]`` and the inner losses summed over tasks:
     task i's loss depends on view i only, so one backward pass gives every task's gradient, and
@@ -158,7 +169,7 @@ def _adapt_stacked(
     with torch.enable_grad():
         fast = {k: expand(v) for k, v in theta.items()}
         for j, batch in enumerate(batches):
-            step_lr = _scaled(lr, lr_decay**j)
+            step_lr = _scaled(lr, scales[j])
             for _ in range(inner.steps):
                 loss = per_task_inner_loss(policy, inner, fast, batch)
                 grads = torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph)
@@ -172,7 +183,7 @@ def _adapt_stacked(
 
 def _adapt_vmap(
     policy: nn.Module, theta: Params, batches: Sequence[InnerBatch], inner: InnerLoop, lr: LearningRate,
-    lr_decay: float,
+    scales: Sequence[float],
 ) -> Params:
     """:func:`metarl.maml.adapt` per task under ``torch.func.vmap`` (any policy module)."""
     data = tuple((tuple(getattr(b.episodes, f.name) for f in fields(Episodes)), b.advantages) for b in batches)
@@ -184,7 +195,7 @@ def _adapt_vmap(
     def one_task(per_batch: tuple) -> Params:
         fast = dict(theta)
         for j, task in enumerate(per_batch):
-            fast = adapt(loss, fast, task, lr=_scaled(lr, lr_decay**j), steps=inner.steps,
+            fast = adapt(loss, fast, task, lr=_scaled(lr, scales[j]), steps=inner.steps,
                          first_order=inner.first_order)
         return fast
 
@@ -204,7 +215,9 @@ def adapt_on_episodes(
     advantages: AdvantageEstimator,
     *,
     lr_decay: float = 1.0,
+    lr_after_first: float = 1.0,
 ) -> Params:
     """:func:`adapt_policy` on stacked episodes ``[N, T, B, ...]``, their advantages estimated here:
     the adaptation between a meta-iteration's rollouts and at evaluation."""
-    return adapt_policy(policy, params, [InnerBatch(e, advantages(e)) for e in train], inner, lr_decay=lr_decay)
+    return adapt_policy(policy, params, [InnerBatch(e, advantages(e)) for e in train], inner, lr_decay=lr_decay,
+                        lr_after_first=lr_after_first)

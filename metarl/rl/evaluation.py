@@ -7,6 +7,7 @@ resampling after each step as in Finn et al. 2017's RL evaluation, on a sampler 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
@@ -60,7 +61,8 @@ def adaptation_returns(
             if episodes_out is not None:
                 episodes_out.append(batches[-1])
             if k < steps:
-                params = adapt_on_episodes(policy, theta, batches, inner, advantages, lr_decay=cfg.test_lr_decay)
+                params = adapt_on_episodes(policy, theta, batches, inner, advantages, lr_decay=cfg.test_lr_decay,
+                                           lr_after_first=cfg.test_lr_after_first)
                 per_task = True
     return torch.stack(out)
 
@@ -104,7 +106,7 @@ def adapt_run(module: nn.Module, params: Params, cfg: RLConfig, episodes: Episod
             )
     batch = Episodes.stack([episodes])
     fast = adapt_on_episodes(module, params, [batch] * steps, inner_loop(cfg), advantage_estimator(cfg),
-                             lr_decay=cfg.test_lr_decay)
+                             lr_decay=cfg.test_lr_decay, lr_after_first=cfg.test_lr_after_first)
     return {k: v[0] for k, v in fast.items()}
 
 
@@ -124,16 +126,17 @@ def env_kwargs_with_defaults(env_id: str, kwargs: dict[str, Any]) -> dict[str, A
 
 
 def _baseline_curve(cfg: RLConfig, name: str, state: dict[str, Any], tasks: list[dict], steps: int,
-                    sampler: Any, seed: int) -> torch.Tensor:
+                    sampler: Any, seed: int, lr: float | None = None) -> torch.Tensor:
     """A baseline run's curve on the same tasks, adapted with the evaluated run's inner loop (same
-    steps and lr) but in the env its own config makes (an oracle sees each task in its observations)."""
+    steps, lr unless ``lr`` is given, and test-time schedule) but in the env its own config makes
+    (an oracle sees each task in its observations)."""
     bcfg = config_from_dict(state["config"])
     if not isinstance(bcfg, RLConfig) or bcfg.env.id != cfg.env.id:
         raise ConfigError(f"--baseline {name}: its env {getattr(bcfg, 'env', None)} differs from {cfg.env.id}")
     if env_kwargs_with_defaults(cfg.env.id, bcfg.env.kwargs) != env_kwargs_with_defaults(cfg.env.id, cfg.env.kwargs):
         raise ConfigError(f"--baseline {name}: its env.kwargs {bcfg.env.kwargs} differ from {cfg.env.kwargs}")
-    bcfg = config_from_dict({**state["config"], "inner": state["config"]["inner"] | {"lr": cfg.inner.lr},
-                             "test_lr_decay": cfg.test_lr_decay})
+    bcfg = config_from_dict({**state["config"], "inner": state["config"]["inner"] | {"lr": lr or cfg.inner.lr},
+                             "test_lr_decay": cfg.test_lr_decay, "test_lr_after_first": cfg.test_lr_after_first})
     benv = make_env(bcfg)
     try:
         bpolicy = policy_module(bcfg, benv)
@@ -159,10 +162,13 @@ def evaluate_rl(
     seed: int,
     baselines: dict[str, dict[str, Any]],
     random: bool = True,
+    baseline_lrs: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Return after 0..steps adaptation steps on ``n_tasks`` fresh tasks, for the run, a randomly
     initialised policy (unless ``random`` is false) and each baseline run, all on the same tasks and
-    sampling seeds."""
+    sampling seeds. ``baseline_lrs``: an inner lr per baseline name (``random`` included) in place of
+    the run's, as Finn et al. tuned the baselines' step sizes for their Figure 5."""
+    lrs = baseline_lrs or {}
     env = make_env(cfg)
     sampler = sampler_for(cfg, eval_seed(seed))
     try:
@@ -178,11 +184,16 @@ def evaluate_rl(
         out = {}
         if random:
             random_policy = seeded_policy(cfg, seed + 20_011, env)
+            rcfg = dataclasses.replace(cfg, inner=dataclasses.replace(cfg.inner, lr=lrs["random"])) if "random" in lrs \
+                else cfg
             out["random"] = {"by_step": summarize(
-                adaptation_returns(cfg, random_policy, tasks, steps=steps, sampler=sampler, seed=seed,
+                adaptation_returns(rcfg, random_policy, tasks, steps=steps, sampler=sampler, seed=seed,
                                    desc="evaluate random"))}
         for name, state in baselines.items():
-            out[name] = {"by_step": summarize(_baseline_curve(cfg, name, state, tasks, steps, sampler, seed))}
+            out[name] = {"by_step": summarize(_baseline_curve(cfg, name, state, tasks, steps, sampler, seed,
+                                                              lr=lrs.get(name)))}
+        for name, lr in lrs.items():
+            out[name]["inner_lr"] = lr
         result = {"metric": "return", "by_step": summarize(curve), "baselines": out, "per_task": curve.tolist()}
         if success is not None:  # the success rate by step, where the env reports one (Meta-World)
             result["success"] = summarize(success)

@@ -133,7 +133,8 @@ class MAMLAgent:
         self._batches.append(timesteps_to_episodes(self._steps, self.adaptation_episodes))
         self._steps = []
         self._params = adapt_on_episodes(self.run.module, self._theta, self._batches, inner_loop(cfg),
-                                         advantage_estimator(cfg), lr_decay=cfg.test_lr_decay)
+                                         advantage_estimator(cfg), lr_decay=cfg.test_lr_decay,
+                                         lr_after_first=cfg.test_lr_after_first)
         self._per_task = True
         self._forward = policy_distribution_fn(self.run.module, self._params, per_task=True)
 

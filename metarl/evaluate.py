@@ -161,11 +161,12 @@ def format_table(result: dict[str, Any]) -> str:
     rows += [(_baseline_label(n, b), b["by_step"]) for n, b in result["baselines"].items()]
     steps = [s["step"] for s in result["by_step"]]
     head = f"{result['metric']} on {result['n_tasks']} held-out tasks ({result['benchmark']}, it {result['iteration']})"
-    lines = [head, "steps".ljust(12) + "".join(f"{k:>18d}" for k in steps)]
     if "success" in result:  # Meta-World: the run's success rate by step
         rows.append(("success", result["success"]))
+    width = max(12, *(len(name) + 2 for name, _ in rows))
+    lines = [head, "steps".ljust(width) + "".join(f"{k:>18d}" for k in steps)]
     for name, by_step in rows:
-        lines.append(name.ljust(12) + "".join(f"{s['mean']:>10.4g} ± {s['ci95']:<5.2g}" for s in by_step))
+        lines.append(name.ljust(width) + "".join(f"{s['mean']:>10.4g} ± {s['ci95']:<5.2g}" for s in by_step))
     return "\n".join(lines)
 
 

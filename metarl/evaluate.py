@@ -313,7 +313,8 @@ def combine_runs(by_steps: Sequence[Sequence[dict[str, float]]]) -> list[dict[st
 def plot_panels(results: Sequence[dict[str, Any]], path: str | Path) -> None:
     """The paper's Figure 5 layout: one panel per benchmark, the return after 0..K steps of MAML and each
     baseline (random, pretrained, oracle where evaluated), mean and 95% interval over tasks and over the
-    runs (seeds) of that benchmark (:func:`combine_runs`)."""
+    runs (seeds) of that benchmark (:func:`combine_runs`). The oracle is drawn flat at its return before
+    adapting, as the paper draws it; a baseline's ``--baseline-lr`` step size is shown in its label."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -332,9 +333,16 @@ def plot_panels(results: Sequence[dict[str, Any]], path: str | Path) -> None:
             curves = [r["by_step"] if name == _label(runs[0]) else r["baselines"][name]["by_step"]
                       for r in runs if name == _label(runs[0]) or name in r["baselines"]]
             rows = combine_runs(curves)
+            label = name
+            lrs = {r["baselines"][name].get("inner_lr") for r in runs if name in r["baselines"]} - {None}
+            if len(lrs) == 1:
+                label = f"{name} (lr {lrs.pop():g})"
+            if name == "oracle":  # as in the paper: its return before adapting (it is given the task)
+                rows, label = [dict(rows[0], step=s["step"]) for s in runs[0]["by_step"]], "oracle (not adapted)"
             k, m, c = ([s[key] for s in rows] for key in ("step", "mean", "ci95"))
             col = color.get(name, palette[0])
-            ax.plot(k, m, marker="o", ms=3, label=name, color=col)
+            ax.plot(k, m, marker="o" if name != "oracle" else None, ms=3, label=label, color=col,
+                    linestyle="--" if name == "oracle" else "-")
             ax.fill_between(k, [a - b for a, b in zip(m, c)], [a + b for a, b in zip(m, c)], alpha=0.2, color=col)
         axis_labels(ax, runs[0]["metric"])
         seeds = f"{len(runs)} runs" if len(runs) > 1 else "1 run"

@@ -205,6 +205,31 @@ def test_combine_runs_and_the_figure5_panels(tmp_path):
     assert (tmp_path / "f5.png").stat().st_size > 10_000
 
 
+def test_figure5_draws_the_oracle_flat_and_labels_a_baseline_step_size(tmp_path, monkeypatch):
+    """As in the paper's Figure 5 the oracle is its return before adapting, drawn across every step;
+    a baseline adapted with its own ``--baseline-lr`` carries that lr in its label."""
+    import matplotlib.axes
+
+    from metarl.evaluate import plot_panels
+
+    drawn: dict[str, tuple[list, list]] = {}
+    real = matplotlib.axes.Axes.plot
+
+    def recording(self, x, y, *args, **kwargs):
+        drawn[kwargs.get("label")] = (list(x), list(y))
+        return real(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording)
+    maml = [{"step": k, "mean": -100.0 + 10 * k, "ci95": 5.0} for k in range(4)]
+    oracle = [{"step": k, "mean": -50.0 - 30 * k, "ci95": 4.0} for k in range(4)]
+    run = {"benchmark": "cheetah", "metric": "return", "n_tasks": 40, "by_step": maml,
+           "baselines": {"oracle": {"by_step": oracle}, "pretrained": {"by_step": maml, "inner_lr": 0.02}}}
+    plot_panels([run], tmp_path / "f5.png")
+    assert drawn["oracle (not adapted)"] == ([0, 1, 2, 3], [-50.0] * 4)
+    assert drawn["pretrained (lr 0.02)"] == ([0, 1, 2, 3], [-100.0, -90.0, -80.0, -70.0])
+    assert drawn["MAML"][1] == [-100.0, -90.0, -80.0, -70.0]
+
+
 def _official(rates: dict[str, float], *, iteration: int = 20, ret: float = 100.0, **settings) -> dict:
     base = {"num_evals": 10, "adaptation_steps": 1, "adaptation_episodes": 10, "evaluation_episodes": 3,
             "meta_batch_size": 20, "total_tasks_per_cls": 40, "max_episode_steps": None, "seed": 0,

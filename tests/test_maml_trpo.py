@@ -238,11 +238,9 @@ def loop_adapt(algo: MAMLTRPO, train: list[Episodes], params: Params) -> list[Pa
     return out
 
 
-def test_adapt_with_lr_decay_takes_the_decayed_step_on_each_later_batch() -> None:
-    """Test-time halving (``lr_decay``): batch j's step uses lr * decay**j, per task as plain ``adapt``."""
-    algo, policy, train, valid = problem(12, 2, True)
-    theta = detach_params(params_of(policy))
-    got = adapted(algo, train, lr_decay=0.5)
+def per_task_plain_adapt(algo: MAMLTRPO, theta: Params, train: list[Episodes], factors: list[float]) -> list[Params]:
+    """Each task adapted alone by plain ``adapt``, batch j at ``inner.lr * factors[j]``: the reference."""
+    out = []
     for n in range(N):
         fast = dict(theta)
         for j, batch in enumerate(train):
@@ -251,7 +249,17 @@ def test_adapt_with_lr_decay_takes_the_decayed_step_on_each_later_batch() -> Non
             def loss_fn(p: Params, data: tuple[Episodes, torch.Tensor]) -> torch.Tensor:
                 return reinforce_loss(algo.policy, p, data[0], data[1])
 
-            fast = adapt(loss_fn, fast, (task, adv), lr=algo.inner.lr * 0.5**j, steps=1)
+            fast = adapt(loss_fn, fast, (task, adv), lr=algo.inner.lr * factors[j], steps=1)
+        out.append(fast)
+    return out
+
+
+def test_adapt_with_lr_decay_takes_the_decayed_step_on_each_later_batch() -> None:
+    """Test-time halving (``lr_decay``): batch j's step uses lr * decay**j, per task as plain ``adapt``."""
+    algo, policy, train, valid = problem(12, 2, True)
+    theta = detach_params(params_of(policy))
+    got = adapted(algo, train, lr_decay=0.5)
+    for n, fast in enumerate(per_task_plain_adapt(algo, theta, train, [1.0, 0.5])):
         for k in theta:
             torch.testing.assert_close(got[k][n], fast[k], rtol=1e-12, atol=1e-12)
     undecayed = adapted(algo, train)
@@ -267,15 +275,7 @@ def test_adapt_with_lr_after_first_takes_the_papers_test_step_sizes() -> None:
     both = adapt_on_episodes(algo.policy, theta, train, algo.inner, algo.advantages, lr_after_first=0.5,
                              lr_decay=0.8)
     for got, factors in ((params, [1.0, 0.5, 0.5]), (both, [1.0, 0.5 * 0.8, 0.5 * 0.64])):
-        for n in range(N):
-            fast = dict(theta)
-            for j, batch in enumerate(train):
-                task, adv = batch.unstack()[n], algo.advantages(batch)[n]
-
-                def loss_fn(p: Params, data: tuple[Episodes, torch.Tensor]) -> torch.Tensor:
-                    return reinforce_loss(algo.policy, p, data[0], data[1])
-
-                fast = adapt(loss_fn, fast, (task, adv), lr=algo.inner.lr * factors[j], steps=1)
+        for n, fast in enumerate(per_task_plain_adapt(algo, theta, train, factors)):
             for k in theta:
                 torch.testing.assert_close(got[k][n], fast[k], rtol=1e-12, atol=1e-12)
     geometric = adapted(algo, train, lr_decay=0.5)  # 1, 0.5, 0.25: differs on the third batch only

@@ -105,6 +105,12 @@ def inner_loop(cfg: RLConfig) -> InnerLoop:
     return InnerLoop(lr=cfg.inner.lr, steps=1, estimator=cfg.inner_estimator, first_order=cfg.inner.first_order)
 
 
+def test_step_sizes(cfg: RLConfig) -> dict[str, float]:
+    """The test-time step-size keywords of :func:`metarl.rl.adapt.adapt_on_episodes` from the config
+    (``test_lr_decay``, ``test_lr_after_first``): one place for every test-time adaptation."""
+    return {"lr_decay": cfg.test_lr_decay, "lr_after_first": cfg.test_lr_after_first}
+
+
 def advantage_estimator(cfg: RLConfig) -> AdvantageEstimator:
     return AdvantageEstimator(cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages)
 

@@ -28,6 +28,7 @@ from metarl.rl.build import (
     policy_module,
     sampler_for,
     seeded_policy,
+    test_step_sizes,
 )
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import log_prob_gap
@@ -61,8 +62,7 @@ def adaptation_returns(
             if episodes_out is not None:
                 episodes_out.append(batches[-1])
             if k < steps:
-                params = adapt_on_episodes(policy, theta, batches, inner, advantages, lr_decay=cfg.test_lr_decay,
-                                           lr_after_first=cfg.test_lr_after_first)
+                params = adapt_on_episodes(policy, theta, batches, inner, advantages, **test_step_sizes(cfg))
                 per_task = True
     return torch.stack(out)
 
@@ -106,7 +106,7 @@ def adapt_run(module: nn.Module, params: Params, cfg: RLConfig, episodes: Episod
             )
     batch = Episodes.stack([episodes])
     fast = adapt_on_episodes(module, params, [batch] * steps, inner_loop(cfg), advantage_estimator(cfg),
-                             lr_decay=cfg.test_lr_decay, lr_after_first=cfg.test_lr_after_first)
+                             **test_step_sizes(cfg))
     return {k: v[0] for k, v in fast.items()}
 
 
@@ -135,8 +135,8 @@ def _baseline_curve(cfg: RLConfig, name: str, state: dict[str, Any], tasks: list
         raise ConfigError(f"--baseline {name}: its env {getattr(bcfg, 'env', None)} differs from {cfg.env.id}")
     if env_kwargs_with_defaults(cfg.env.id, bcfg.env.kwargs) != env_kwargs_with_defaults(cfg.env.id, cfg.env.kwargs):
         raise ConfigError(f"--baseline {name}: its env.kwargs {bcfg.env.kwargs} differ from {cfg.env.kwargs}")
-    bcfg = config_from_dict({**state["config"], "inner": state["config"]["inner"] | {"lr": lr or cfg.inner.lr},
-                             "test_lr_decay": cfg.test_lr_decay, "test_lr_after_first": cfg.test_lr_after_first})
+    bcfg = config_from_dict(state["config"], [("inner.lr", cfg.inner.lr if lr is None else lr),
+                                              *((f"test_{k}", v) for k, v in test_step_sizes(cfg).items())])
     benv = make_env(bcfg)
     try:
         bpolicy = policy_module(bcfg, benv)

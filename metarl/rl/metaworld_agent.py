@@ -22,7 +22,7 @@ import torch
 from metarl.config import ConfigError
 from metarl.maml import Params
 from metarl.rl.adapt import adapt_on_episodes
-from metarl.rl.build import advantage_estimator, inner_loop, make_env
+from metarl.rl.build import advantage_estimator, inner_loop, make_env, test_step_sizes
 from metarl.rl.episodes import Episodes
 from metarl.rl.policies import policy_distribution_fn
 from metarl.rl.sampler import actions_from_noise, log_prob_from_noise
@@ -133,8 +133,7 @@ class MAMLAgent:
         self._batches.append(timesteps_to_episodes(self._steps, self.adaptation_episodes))
         self._steps = []
         self._params = adapt_on_episodes(self.run.module, self._theta, self._batches, inner_loop(cfg),
-                                         advantage_estimator(cfg), lr_decay=cfg.test_lr_decay,
-                                         lr_after_first=cfg.test_lr_after_first)
+                                         advantage_estimator(cfg), **test_step_sizes(cfg))
         self._per_task = True
         self._forward = policy_distribution_fn(self.run.module, self._params, per_task=True)
 

@@ -338,3 +338,25 @@ def test_baseline_env_kwargs_compare_with_the_env_defaults_filled_in() -> None:
     assert full(env_id, {}) != full(env_id, {"frame_skip": 1})  # Gymnasium's 5 lives below the class signature
     assert full("metarl/Navigation2D-v0", {}) == full("metarl/Navigation2D-v0", {"squared": False})
     assert full("no/SuchEnv-v0", {"a": 1}) == {"a": 1}
+
+
+def test_evaluate_set_episodes_per_task_adapts_every_policy_on_that_many(tmp_path, recorded_samples, capsys):
+    """`--set env.episodes_per_task=N`: the paper's HalfCheetahVel run trained on 10 episodes per task
+    and its test script adapted on 20. Every sampling of the evaluation (run, random, pretrained, and
+    the oracle on its own sampler) draws N episodes per task; the JSON records it; bad N in one line."""
+    env_id = "metarl/Navigation2D-v0"
+    maml = train(tiny_cfg(env_id, "maml"), logdir=tmp_path / "maml", quiet=True)
+    oracle = train(tiny_cfg(env_id, "oracle", algorithm="pretrain", env={"oracle": True}),
+                   logdir=tmp_path / "oracle", quiet=True)
+    recorded_samples.clear()
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(maml), "--tasks", "2", "--steps", "1", "--out", str(out), "--baseline",
+                 f"same={maml}", "--baseline", f"oracle={oracle}", "--set", "env.episodes_per_task=3"]) == 0
+    assert len(recorded_samples) == 8 and any(kw.get("oracle") for kw, _, _ in recorded_samples)
+    for _, _, episodes in recorded_samples:
+        assert [ep.rewards.shape[-1] for ep in episodes] == [3, 3]  # trained on 2
+    result = json.loads(out.read_text())
+    assert result["overrides"] == {"env.episodes_per_task": 3}
+    for bad in ("0", "2.5", "true"):
+        assert main(["evaluate", str(maml), "--tasks", "2", "--set", f"env.episodes_per_task={bad}"]) == 2
+        assert "expected a whole number of episodes >= 1" in capsys.readouterr().err

@@ -128,14 +128,15 @@ def env_kwargs_with_defaults(env_id: str, kwargs: dict[str, Any]) -> dict[str, A
 def _baseline_curve(cfg: RLConfig, name: str, state: dict[str, Any], tasks: list[dict], steps: int,
                     sampler: Any, seed: int, lr: float | None = None) -> torch.Tensor:
     """A baseline run's curve on the same tasks, adapted with the evaluated run's inner loop (same
-    steps, lr unless ``lr`` is given, and test-time schedule) but in the env its own config makes
-    (an oracle sees each task in its observations)."""
+    steps, episodes per step, lr unless ``lr`` is given, and test-time schedule) but in the env its own
+    config makes (an oracle sees each task in its observations)."""
     bcfg = config_from_dict(state["config"])
     if not isinstance(bcfg, RLConfig) or bcfg.env.id != cfg.env.id:
         raise ConfigError(f"--baseline {name}: its env {getattr(bcfg, 'env', None)} differs from {cfg.env.id}")
     if env_kwargs_with_defaults(cfg.env.id, bcfg.env.kwargs) != env_kwargs_with_defaults(cfg.env.id, cfg.env.kwargs):
         raise ConfigError(f"--baseline {name}: its env.kwargs {bcfg.env.kwargs} differ from {cfg.env.kwargs}")
     bcfg = config_from_dict(state["config"], [("inner.lr", cfg.inner.lr if lr is None else lr),
+                                              ("env.episodes_per_task", cfg.env.episodes_per_task),
                                               *((f"test_{k}", v) for k, v in test_step_sizes(cfg).items())])
     benv = make_env(bcfg)
     try:

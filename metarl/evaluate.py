@@ -77,11 +77,6 @@ def evaluate(
         if key not in EVAL_KEYS | SCORING_KEYS:
             raise ConfigError(f"--set {key}: evaluation may change only {sorted(EVAL_KEYS | SCORING_KEYS)}; the "
                               "rest of the config is the trained run's")
-    for key, value in overrides:
-        whole = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-        if key == "env.episodes_per_task" and not whole:
-            raise ConfigError(f"--set env.episodes_per_task={value!r}: expected a whole number of episodes >= 1, "
-                              "e.g. env.episodes_per_task=20")
     scoring = [(key, value) for key, value in overrides if key in SCORING_KEYS]
     _check_scoring(state["config"], scoring)
     cfg = config_from_dict(state["config"], overrides)

@@ -359,4 +359,4 @@ def test_evaluate_set_episodes_per_task_adapts_every_policy_on_that_many(tmp_pat
     assert result["overrides"] == {"env.episodes_per_task": 3}
     for bad in ("0", "2.5", "true"):
         assert main(["evaluate", str(maml), "--tasks", "2", "--set", f"env.episodes_per_task={bad}"]) == 2
-        assert "expected a whole number of episodes >= 1" in capsys.readouterr().err
+        assert f"env.episodes_per_task: got {bad.capitalize() if bad == 'true' else bad}" in capsys.readouterr().err

@@ -5,10 +5,12 @@ Output schema (DESIGN.md)::
     {"benchmark": str, "metric": "return"|"mse"|"accuracy", "n_tasks": N,
      "by_step": [{"step": k, "mean": float, "ci95": float}, ...],
      "baselines": {name: {"by_step": [...]}, ...}, ...,
+     "tasks": [task] * N,  # RL: each held-out task's parameters, e.g. {"velocity": 1.3}
      "per_task": [[float] * N] * (K + 1)}
 
 ``ci95`` is 1.96 standard errors of the per-task metric. ``per_task`` is the run's metric on each
-held-out task after each step, so that runs evaluated on the same tasks can be pooled (:func:`pool_runs`);
+held-out task after each step, so that runs evaluated on the same tasks can be pooled (:func:`pool_runs`)
+and, in RL, read against the task that scored it (``tasks``, in the same order);
 where the env reports success (Meta-World), ``success`` and ``per_task_success`` give the success rate
 the same way.
 """
@@ -96,6 +98,7 @@ def evaluate(
         cfg, state["learner"], n_tasks=n_tasks, steps=steps, seed=seed, shots=shots, baselines=base_states,
         pretrain_iterations=pretrain_iterations, **({"baseline_lrs": baseline_lrs} if baseline_lrs else {}),
     )
+    tasks = body.pop("tasks", None)
     per_task = body.pop("per_task")
     per_task_success = body.pop("per_task_success", None)
     return {
@@ -109,7 +112,8 @@ def evaluate(
         "algorithm": getattr(cfg, "algorithm", "maml"),
         "seed": seed,
         **body,
-        "per_task": per_task,  # last: the long part of the JSON
+        **({} if tasks is None else {"tasks": tasks}),
+        "per_task": per_task,  # last: the long parts of the JSON
         **({} if per_task_success is None else {"per_task_success": per_task_success}),
     }
 
@@ -190,6 +194,10 @@ def pool_runs(results: Sequence[dict[str, Any]], *, reps: int = 2000, seed: int 
         if any(v != values[0] for v in values):
             raise ConfigError(f"cannot pool runs evaluated differently: {key} differs ({values}); evaluate "
                               "every run on the same held-out tasks (same benchmark, --tasks, --seed, --shots, --set)")
+    tasks = [r["tasks"] for r in results if "tasks" in r]
+    if any(t != tasks[0] for t in tasks):
+        raise ConfigError("cannot pool: the runs were evaluated on different held-out tasks (their \"tasks\" differ); "
+                          "evaluate every run of one env with the same --tasks and --seed")
     missing = [i for i, r in enumerate(results) if "per_task" not in r]
     if missing:
         raise ConfigError(f"cannot pool: result(s) {missing} have no per_task scores (evaluate them again)")
@@ -249,9 +257,9 @@ def format_pooled(pooled: dict[str, Any]) -> str:
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> None:
-    """The result as indented JSON, ``per_task`` one line per step (600 tasks x 11 steps would
-    otherwise take 6,600 lines)."""
-    long = ("per_task", "per_task_success")
+    """The result as indented JSON, ``tasks`` one line per task and ``per_task`` one line per step
+    (600 tasks x 11 steps would otherwise take 6,600 lines)."""
+    long = ("tasks", "per_task", "per_task_success")
     text = json.dumps({k: v for k, v in result.items() if k not in long}, indent=2)
     for key in long:
         if key in result:

@@ -14,6 +14,7 @@ import metarl.rl.build as build
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.config import config_from_dict
+from metarl.rl.evaluation import jsonable_task
 from metarl.rl.learner import RLLearner
 from metarl.training import train
 
@@ -85,6 +86,12 @@ def test_evaluate_with_pretrained_and_oracle_baselines(tmp_path, recorded_sample
     assert len(recorded_samples) == 8
     tasks = recorded_samples[0][1]
     assert all(t == tasks for _, t, _ in recorded_samples)
+    # the JSON names those tasks, in the order of its per_task columns
+    assert result["tasks"] == [jsonable_task(t) for t in tasks] and len(result["per_task"][0]) == 3
+    assert result["tasks"] == json.loads(json.dumps(result["tasks"]))
+    for got, task in zip(result["tasks"], tasks, strict=True):
+        ((key, value),) = task.items()
+        assert np.allclose(got[key], np.asarray(value, dtype=float))
     oracle_calls = [(kw, eps) for kw, _, eps in recorded_samples if kw.get("oracle")]
     assert len(oracle_calls) == 2
     for _, episodes in oracle_calls:
@@ -360,3 +367,17 @@ def test_evaluate_set_episodes_per_task_adapts_every_policy_on_that_many(tmp_pat
     for bad in ("0", "2.5", "true"):
         assert main(["evaluate", str(maml), "--tasks", "2", "--set", f"env.episodes_per_task={bad}"]) == 2
         assert f"env.episodes_per_task: got {bad.capitalize() if bad == 'true' else bad}" in capsys.readouterr().err
+
+
+def test_jsonable_task_turns_numpy_and_tuples_into_json_and_the_rest_into_repr():
+    class Opaque:
+        def __repr__(self) -> str:
+            return "Opaque()"
+
+    task = {"goal": np.array([0.5, -1.25], dtype=np.float32), "velocity": np.float64(1.5), "k": np.int64(3),
+            "pair": (1, "a"), "nested": {2: [np.bool_(True), None]}, "obj": Opaque()}
+    got = jsonable_task(task)
+    assert got == {"goal": [0.5, -1.25], "velocity": 1.5, "k": 3, "pair": [1, "a"], "nested": {"2": [True, None]},
+                   "obj": "Opaque()"}
+    assert json.loads(json.dumps(got)) == got
+    assert type(got["k"]) is int and type(got["nested"]["2"][0]) is bool

@@ -96,6 +96,11 @@ def test_pool_runs_pools_and_refuses_different_tasks():
         pool_runs([result(curves[0]), result(curves[1], seed=2)])
     with pytest.raises(ValueError, match="per_task"):
         pool_runs([result(curves[0]), {k: v for k, v in result(curves[1]).items() if k != "per_task"}])
+    goals = [{"velocity": 0.1 * i} for i in range(8)]
+    same = pool_runs([result(c) | {"tasks": goals} for c in curves[:2]], reps=50)
+    assert same["by_step"] == pool_runs([result(c) for c in curves[:2]], reps=50)["by_step"]
+    with pytest.raises(ValueError, match="different held-out tasks"):
+        pool_runs([result(curves[0]) | {"tasks": goals}, result(curves[1]) | {"tasks": goals[::-1]}])
 
 
 def test_pool_runs_gives_the_mean_success_rate_where_every_run_has_one(tmp_path):
@@ -178,11 +183,13 @@ def test_evaluate_several_refuses_other_benchmarks_and_one_run_twice(runs, capsy
 def test_result_json_keeps_per_task_on_one_line_per_step(tmp_path):
     from metarl.evaluate import write_json
 
-    result = {"benchmark": "b", "by_step": [{"step": 0, "mean": 1.0}], "per_task": [[1.0, 2.5], [3.0, -1.0]]}
+    result = {"benchmark": "b", "by_step": [{"step": 0, "mean": 1.0}], "tasks": [{"v": 0.5}, {"v": 1.0}],
+              "per_task": [[1.0, 2.5], [3.0, -1.0]]}
     write_json(result, tmp_path / "r.json")
     text = (tmp_path / "r.json").read_text()
     assert json.loads(text) == result
     assert "[1.0, 2.5]" in text and "[3.0, -1.0]" in text
+    assert '{"v": 0.5}' in text and '{"v": 1.0}' in text  # one line per task
     write_json({"a": 1}, tmp_path / "s.json")
     assert json.loads((tmp_path / "s.json").read_text()) == {"a": 1}
 

@@ -76,6 +76,23 @@ def success_curve(episodes: list[Episodes]) -> torch.Tensor | None:
     return torch.stack([f.float().mean(-1) for f in flags])
 
 
+def jsonable_task(task: Any) -> Any:
+    """A task as JSON can hold it, for the ``tasks`` of ``metarl evaluate``'s result (so that its
+    ``per_task`` scores can be read against the goals): numpy values as numbers and lists, tuples as
+    lists, mappings key by key, anything else JSON has no type for as its ``repr``."""
+    if isinstance(task, dict):
+        return {str(key): jsonable_task(value) for key, value in task.items()}
+    if isinstance(task, (list, tuple)):
+        return [jsonable_task(value) for value in task]
+    if isinstance(task, np.ndarray):
+        return jsonable_task(task.tolist())
+    if isinstance(task, np.generic):
+        return task.item()
+    if task is None or isinstance(task, (bool, int, float, str)):
+        return task
+    return repr(task)
+
+
 def evaluation_tasks(env: gym.Env, n_tasks: int, seed: int) -> list[dict]:
     """Held-out tasks named by ``seed``, from a stream apart from training's (:mod:`metarl.seeding`): the
     env's ``sample_test_tasks`` where it has a fixed test set (Meta-World), else its ``sample_tasks``."""
@@ -195,7 +212,8 @@ def evaluate_rl(
                                                               lr=lrs.get(name)))}
         for name, lr in lrs.items():
             out[name]["inner_lr"] = lr
-        result = {"metric": "return", "by_step": summarize(curve), "baselines": out, "per_task": curve.tolist()}
+        result = {"metric": "return", "by_step": summarize(curve), "baselines": out,
+                  "tasks": [jsonable_task(task) for task in tasks], "per_task": curve.tolist()}
         if success is not None:  # the success rate by step, where the env reports one (Meta-World)
             result["success"] = summarize(success)
             result["per_task_success"] = success.tolist()

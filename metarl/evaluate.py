@@ -98,7 +98,6 @@ def evaluate(
         cfg, state["learner"], n_tasks=n_tasks, steps=steps, seed=seed, shots=shots, baselines=base_states,
         pretrain_iterations=pretrain_iterations, **({"baseline_lrs": baseline_lrs} if baseline_lrs else {}),
     )
-    tasks = body.pop("tasks", None)
     per_task = body.pop("per_task")
     per_task_success = body.pop("per_task_success", None)
     return {
@@ -111,8 +110,7 @@ def evaluate(
         "iteration": int(state["iteration"]),
         "algorithm": getattr(cfg, "algorithm", "maml"),
         "seed": seed,
-        **body,
-        **({} if tasks is None else {"tasks": tasks}),
+        **body,  # RL: "tasks", which write_json puts with the long parts at the end
         "per_task": per_task,  # last: the long parts of the JSON
         **({} if per_task_success is None else {"per_task_success": per_task_success}),
     }

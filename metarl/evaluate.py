@@ -316,11 +316,28 @@ def combine_runs(by_steps: Sequence[Sequence[dict[str, float]]]) -> list[dict[st
              "ci95": float(np.sqrt(sum(r["ci95"] ** 2 for r in rows)) / n)} for rows in zip(*by_steps, strict=True)]
 
 
-def plot_panels(results: Sequence[dict[str, Any]], path: str | Path) -> None:
+#: The paper's own Figure 5 numbers (``experiments/paper_figure5_data.py`` from the result files in Finn's
+#: ``maml_rl`` repository): per benchmark and policy, mean, 95% interval and IQM over its 40 tasks per step.
+PAPER_FIGURE5 = Path(__file__).parent / "rl" / "finn2017_figure5.json"
+
+
+def paper_reference(benchmark: str) -> dict[str, Any] | None:
+    """The paper's curves for a run's benchmark name (``halfcheetah_vel``, or a variant such as
+    ``halfcheetah_vel_promp``: the longest known name it starts with), or None where the paper has none
+    (AntGoal, the supervised benchmarks). Keys: ``protocol`` (how the paper measured them) and one
+    ``{"n_tasks", "by_step"}`` per policy (``maml``, ``pretrained``, ``random``, ``oracle``)."""
+    known = json.loads(PAPER_FIGURE5.read_text())["benchmarks"]
+    names = [k for k in known if benchmark == k or benchmark.startswith(k + "_")]
+    return known[max(names, key=len)] if names else None
+
+
+def plot_panels(results: Sequence[dict[str, Any]], path: str | Path, *, paper: bool = False) -> None:
     """The paper's Figure 5 layout: one panel per benchmark, the return after 0..K steps of MAML and each
     baseline (random, pretrained, oracle where evaluated), mean and 95% interval over tasks and over the
     runs (seeds) of that benchmark (:func:`combine_runs`). The oracle is drawn flat at its return before
-    adapting, as the paper draws it; a baseline's ``--baseline-lr`` step size is shown in its label."""
+    adapting, as the paper draws it; a baseline's ``--baseline-lr`` step size is shown in its label.
+    ``paper=True`` adds the paper's own MAML and pretrained curves (:func:`paper_reference`), dotted, in the
+    colours of ours, where the paper has the benchmark."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -350,6 +367,12 @@ def plot_panels(results: Sequence[dict[str, Any]], path: str | Path) -> None:
             ax.plot(k, m, marker="o" if name != "oracle" else None, ms=3, label=label, color=col,
                     linestyle="--" if name == "oracle" else "-")
             ax.fill_between(k, [a - b for a, b in zip(m, c)], [a + b for a, b in zip(m, c)], alpha=0.2, color=col)
+        ref = paper_reference(bench) if paper else None
+        for name in ("maml", "pretrained") if ref else ():
+            if name in ref:
+                k, m = ([s[key] for s in ref[name]["by_step"]] for key in ("step", "mean"))
+                ax.plot(k, m, marker="x", ms=4, linestyle=":", label=f"paper: {'MAML' if name == 'maml' else name}",
+                        color=palette[0] if name == "maml" else color.get(name, "grey"))
         axis_labels(ax, runs[0]["metric"])
         seeds = f"{len(runs)} runs" if len(runs) > 1 else "1 run"
         ax.set_title(f"{bench}\n{runs[0]['n_tasks']} held-out tasks, {seeds}", fontsize=9)

@@ -30,6 +30,7 @@ def test_wheel_holds_the_configs_license_and_type_marker(wheel_names: list[str])
     assert any(n.endswith("licenses/LICENSE") for n in wheel_names)
     for name in ("sinusoid", "navigation2d", "navigation2d_promp", "halfcheetah_vel", "omniglot_5w1s"):
         assert f"metarl/configs/{name}.yaml" in wheel_names
+    assert "metarl/rl/finn2017_figure5.json" in wheel_names  # the paper's curves, for `figure5.py --paper`
 
 
 def test_environments_install_as_metarl_envs_and_nothing_named_envs_at_the_top(wheel_names: list[str]) -> None:

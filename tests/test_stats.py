@@ -284,3 +284,81 @@ def test_pool_official_closed_cases_and_refusals():
         pool_official([_official({"a": 0.5}), _official({"b": 0.5})])
     with pytest.raises(ValueError, match="not counts of 30 episodes"):
         pool_official([_official({"a": 0.51})])
+
+
+def _paper_data_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "paper_figure5_data.py"
+    spec = importlib.util.spec_from_file_location("paper_figure5_data", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_paper_figure5_data_script_summarises_the_authors_pickles(tmp_path):
+    """From pickles laid out as the authors' ``icml/`` folder (a ``[steps, tasks]`` array under
+    ``task_avg_returns``; py2 pickles, hence latin1): per step the mean, 1.96 standard errors and the IQM over
+    the tasks, computed here by hand; the point robot's pretrained policy is its ``maml0`` file."""
+    import pickle
+
+    script = _paper_data_script()
+    rng = np.random.default_rng(0)
+    maml = rng.normal(-100, 20, size=(4, 40))
+    oracle = rng.normal(-50, 5, size=(1, 40))
+    point_pre = rng.normal(-40, 3, size=(5, 40))
+    for name, array in [("cheetah_results_maml", maml), ("cheetah_results_oracle", oracle),
+                        ("point_results_maml0", point_pre)]:
+        with open(tmp_path / f"icml_{name}.pkl", "wb") as f:
+            pickle.dump({"task_avg_returns": array.tolist()}, f, protocol=2)
+    out = tmp_path / "ref.json"
+    assert script.main([str(tmp_path), str(out)]) == 0
+    data = json.loads(out.read_text())["benchmarks"]
+    rows = data["halfcheetah_vel"]["maml"]["by_step"]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    for k, r in enumerate(rows):
+        kept = np.sort(maml[k])[10:30]  # 40 tasks: the middle half
+        assert r["mean"] == pytest.approx(maml[k].mean(), abs=0.006)
+        assert r["ci95"] == pytest.approx(1.96 * maml[k].std(ddof=1) / np.sqrt(40), abs=0.006)
+        assert r["iqm"] == pytest.approx(kept.mean(), abs=0.006)
+    assert len(data["halfcheetah_vel"]["oracle"]["by_step"]) == 1
+    assert "pretrained" not in data["halfcheetah_vel"]  # no file, no entry
+    assert len(data["navigation2d"]["pretrained"]["by_step"]) == 4  # 0..3 of its 5 steps
+    assert data["navigation2d"]["pretrained"]["by_step"][2]["mean"] == pytest.approx(point_pre[2].mean(), abs=0.006)
+    assert data["ant_dir"] == {"protocol": script.PROTOCOL["ant_dir"]}
+
+
+def test_paper_reference_finds_the_benchmark_and_figure5_draws_it(tmp_path, monkeypatch):
+    """A run's benchmark name finds the paper's curves (a variant by its prefix, the longest match; none for
+    AntGoal or a name that only shares a prefix), and ``plot_panels(paper=True)`` draws the shipped means."""
+    import matplotlib.axes
+
+    from metarl.evaluate import PAPER_FIGURE5, paper_reference, plot_panels
+
+    shipped = json.loads(PAPER_FIGURE5.read_text())["benchmarks"]
+    assert set(shipped) == {"halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir", "navigation2d"}
+    for bench in ("halfcheetah_vel", "halfcheetah_dir", "ant_vel", "ant_dir"):
+        assert [r["step"] for r in shipped[bench]["maml"]["by_step"]] == [0, 1, 2, 3]
+        assert all(shipped[bench][p]["n_tasks"] == 40 for p in ("maml", "pretrained", "random", "oracle"))
+    assert paper_reference("halfcheetah_vel") is not None
+    assert paper_reference("halfcheetah_vel_promp") == shipped["halfcheetah_vel"]
+    assert paper_reference("navigation2d_lvc") == shipped["navigation2d"]
+    assert paper_reference("ant_goal") is None and paper_reference("ant") is None
+    assert paper_reference("ant_velocity") is None and paper_reference("sinusoid") is None
+
+    drawn: dict[str, list] = {}
+    real = matplotlib.axes.Axes.plot
+
+    def recording(self, x, y, *args, **kwargs):
+        drawn[kwargs.get("label")] = list(y)
+        return real(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording)
+    ours = [{"step": k, "mean": -100.0 + 10 * k, "ci95": 5.0} for k in range(4)]
+    run = {"benchmark": "halfcheetah_vel", "metric": "return", "n_tasks": 40, "by_step": ours,
+           "baselines": {"pretrained": {"by_step": ours}}}
+    plot_panels([run], tmp_path / "plain.png")
+    assert not [label for label in drawn if label.startswith("paper")]
+    plot_panels([run], tmp_path / "f5.png", paper=True)
+    assert drawn["paper: MAML"] == [r["mean"] for r in shipped["halfcheetah_vel"]["maml"]["by_step"]]
+    assert drawn["paper: pretrained"] == [r["mean"] for r in shipped["halfcheetah_vel"]["pretrained"]["by_step"]]

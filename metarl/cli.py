@@ -81,6 +81,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from metarl.config import parse_overrides
     from metarl.evaluate import evaluate, format_table, plot
 
+    if args.task_set is not None:
+        clash = [flag for flag, value in (("--tasks", args.tasks is not None), ("--task", args.task),
+                                           ("--metaworld-official", args.metaworld_official)) if value]
+        if clash:
+            raise ConfigError(f"--task-set and {' and '.join(clash)}: --task-set gives the held-out tasks itself; "
+                              f"use one of them")
     if len(args.runs) > 1:
         return _evaluate_several(args)
     args.run = args.runs[0]
@@ -93,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate(
             args.run, n_tasks=args.tasks, steps=args.steps, shots=args.shots, seed=args.seed,
             baselines=_baselines(args.baseline), pretrain_iterations=args.pretrain_iterations,
-            overrides=parse_overrides(args.set), baseline_lrs=_baseline_lrs(args.baseline_lr),
+            overrides=parse_overrides(args.set), baseline_lrs=_baseline_lrs(args.baseline_lr), task_set=args.task_set,
         )
         print(format_table(result))
         _write_result(args, result, "eval.json", plot)
@@ -127,7 +133,7 @@ def _evaluate_several(args: argparse.Namespace) -> int:
     results = []
     for run in args.runs:
         result = evaluate(run, n_tasks=args.tasks, steps=args.steps, shots=args.shots, seed=args.seed,
-                          pretrain_iterations=args.pretrain_iterations, overrides=overrides)
+                          pretrain_iterations=args.pretrain_iterations, overrides=overrides, task_set=args.task_set)
         print(f"{run}: {format_table(result)}\n")
         out = _default_out(run, "eval.json")
         write_json(result, out)
@@ -157,7 +163,7 @@ def _check_poolable(args: argparse.Namespace, overrides: list[tuple[str, Any]]) 
         seen[out.resolve()] = run
         cfg = config_from_dict(load_checkpoint(run)["config"], overrides)
         what[run] = {"benchmark": f"{cfg.name} ({cfg.benchmark})",
-                     "--tasks": args.tasks if args.tasks is not None else cfg.eval.test_tasks,
+                     "--tasks": args.task_set or (args.tasks if args.tasks is not None else cfg.eval.test_tasks),
                      "--steps": args.steps if args.steps is not None else cfg.inner.test_steps}
     first = args.runs[0]
     for key, value in what[first].items():
@@ -405,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one run; or several runs (seeds) of one benchmark, evaluated on the same tasks and pooled: "
                         "IQM with a stratified-bootstrap 95%% CI, mean over runs and their range")
     e.add_argument("--tasks", type=int, help="held-out tasks (default: eval.test_tasks of the run)")
+    e.add_argument("--task-set", metavar="finn2017|FILE.json",
+                   help="RL: the held-out tasks, instead of --tasks drawn with --seed (which still seeds the "
+                        "sampling): finn2017 (the 40 goals of Finn et al.'s test scripts, for HalfCheetahVel/Dir and "
+                        "AntVel/Dir), or a JSON file: a list of tasks, or an earlier evaluation's JSON (its tasks)")
     e.add_argument("--steps", type=int, help="gradient steps (default: inner.test_steps of the run)")
     e.add_argument("--shots", type=int, help="K support examples (sinusoid)")
     e.add_argument("--seed", type=int, default=1, help="seed of the held-out tasks")

@@ -66,6 +66,7 @@ def evaluate(
     pretrain_iterations: int = 10_000,
     overrides: Sequence[tuple[str, Any]] = (),
     baseline_lrs: dict[str, float] | None = None,
+    task_set: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run directory or checkpoint; returns the result dict (see module docstring).
 
@@ -73,6 +74,8 @@ def evaluate(
     ``("test_lr_after_first", 0.5)`` for the paper's test-time step sizes, or where the data
     lives); the result records them under ``"overrides"``. ``baseline_lrs`` (RL): an inner lr for
     a baseline (a ``baselines`` name, or ``random``) instead of the run's; recorded per baseline.
+    ``task_set`` (RL): held-out tasks from ``finn2017`` or a JSON file (:func:`metarl.rl.evaluation.load_task_set`)
+    instead of ``n_tasks`` drawn with ``seed``; recorded as ``"task_set"``.
     """
     state = load_checkpoint(checkpoint)
     for key, _ in overrides:
@@ -88,6 +91,8 @@ def evaluate(
         raise ConfigError(f"--tasks must be > 0 (got {n_tasks}) and --steps >= 0 (got {steps})")
     if shots is not None and shots <= 0:
         raise ConfigError(f"--shots must be > 0, got {shots}")
+    if task_set is not None and getattr(cfg, "benchmark", None) != "rl":
+        raise ConfigError(f"--task-set: applies to RL runs only; this is a {cfg.benchmark} run")
     _check_baseline_lrs(cfg, baseline_lrs or {}, set(baselines or {}))
     base_states = {name: load_checkpoint(path) for name, path in (baselines or {}).items()}
     for base in base_states.values():
@@ -97,13 +102,17 @@ def evaluate(
     body = family_of(cfg).evaluate(
         cfg, state["learner"], n_tasks=n_tasks, steps=steps, seed=seed, shots=shots, baselines=base_states,
         pretrain_iterations=pretrain_iterations, **({"baseline_lrs": baseline_lrs} if baseline_lrs else {}),
+        **({"task_set": task_set} if task_set is not None else {}),
     )
+    if task_set is not None:
+        n_tasks = len(body["tasks"])
     per_task = body.pop("per_task")
     per_task_success = body.pop("per_task_success", None)
     return {
         "benchmark": cfg.name,
         "metric": body.pop("metric"),
         "n_tasks": n_tasks,
+        **({"task_set": task_set} if task_set is not None else {}),
         **({"overrides": dict(overrides)} if overrides else {}),
         "by_step": body.pop("by_step"),
         "baselines": body.pop("baselines"),

@@ -381,3 +381,65 @@ def test_jsonable_task_turns_numpy_and_tuples_into_json_and_the_rest_into_repr()
                    "obj": "Opaque()"}
     assert json.loads(json.dumps(got)) == got
     assert type(got["k"]) is int and type(got["nested"]["2"][0]) is bool
+
+
+def test_finn2017_task_set_is_the_goals_of_the_papers_test_scripts():
+    """np.random.seed(1); uniform(0, 2, 40) in the HalfCheetahVel script (its first goals, printed by that
+    script's own code: 0.834044, 1.440649, 0.000229); directions from the draw's side of the threshold."""
+    from metarl.config import ConfigError
+    from metarl.rl.evaluation import finn2017_test_tasks
+
+    vel = finn2017_test_tasks("metarl/HalfCheetahVel-v0")
+    assert len(vel) == 40 and all(set(t) == {"velocity"} and 0 <= t["velocity"] <= 2 for t in vel)
+    assert [round(t["velocity"], 6) for t in vel[:3]] == [0.834044, 1.440649, 0.000229]
+    ant = finn2017_test_tasks("metarl/AntVel-v0")
+    assert [t["velocity"] for t in ant] == pytest.approx([1.5 * t["velocity"] for t in vel])  # same draws, U(0, 3)
+    cheetah_dir = finn2017_test_tasks("metarl/HalfCheetahDir-v0")
+    assert [t["direction"] for t in cheetah_dir] == [1 if t["velocity"] > 1.0 else -1 for t in vel]
+    ant_dir = finn2017_test_tasks("metarl/AntDir-v0")  # its script seeds 2
+    draws = np.random.RandomState(2).random_sample(40) * 3.0
+    assert [t["direction"] for t in ant_dir] == [1 if d > 1.5 else -1 for d in draws]
+    assert 10 < sum(t["direction"] == 1 for t in ant_dir) < 30
+    with pytest.raises(ConfigError, match="not metarl/AntGoal-v0"):
+        finn2017_test_tasks("metarl/AntGoal-v0")
+
+
+def test_evaluate_task_set_reuses_an_evaluations_tasks_and_refuses_bad_input(tmp_path, capsys):
+    """`--task-set FILE` with an earlier evaluation's JSON, and the same --seed, repeats that evaluation
+    exactly (the same tasks, the same sampling streams); `--task`'s JSON and a plain list work too; bad
+    input is one line each."""
+    run = train(tiny_cfg("metarl/Navigation2D-v0", "ts", num_iterations=1), logdir=tmp_path / "run", quiet=True)
+    first, again = tmp_path / "first.json", tmp_path / "again.json"
+    assert main(["evaluate", str(run), "--tasks", "3", "--steps", "1", "--seed", "5", "--out", str(first)]) == 0
+    assert main(["evaluate", str(run), "--task-set", str(first), "--steps", "1", "--seed", "5",
+                 "--out", str(again)]) == 0
+    a, b = json.loads(first.read_text()), json.loads(again.read_text())
+    assert b["per_task"] == a["per_task"] and b["tasks"] == a["tasks"] and b["by_step"] == a["by_step"]
+    assert b["task_set"] == str(first) and b["n_tasks"] == 3 and "task_set" not in a
+
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps([{"goal": [0.1, -0.2]}, {"goal": [0.4, 0.3]}]))
+    out = tmp_path / "plain-eval.json"
+    assert main(["evaluate", str(run), "--task-set", str(plain), "--steps", "1", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["tasks"] == [{"goal": [0.1, -0.2]}, {"goal": [0.4, 0.3]}]
+    given = tmp_path / "given.json"
+    assert main(["evaluate", str(run), "--task", "goal=0.1,-0.2", "--steps", "1", "--out", str(given)]) == 0
+    out2 = tmp_path / "given-eval.json"
+    assert main(["evaluate", str(run), "--task-set", str(given), "--steps", "1", "--out", str(out2)]) == 0
+    assert json.loads(out2.read_text())["tasks"] == [{"goal": [0.1, -0.2]}]
+    capsys.readouterr()
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"goal": [3.0, 0.0]}]))
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    for extra, message in [
+        (["--task-set", "finn2017"], "the paper's test goals exist for"),
+        (["--task-set", str(tmp_path / "missing.json")], "cannot read it"),
+        (["--task-set", str(empty)], "no tasks in it"),
+        (["--task-set", str(bad)], "outside the task space"),
+        (["--task-set", str(plain), "--tasks", "3"], "--task-set and --tasks"),
+    ]:
+        assert main(["evaluate", str(run), "--steps", "1", "--out", str(tmp_path / "x.json"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -93,6 +93,64 @@ def jsonable_task(task: Any) -> Any:
     return repr(task)
 
 
+#: The goals of Finn et al.'s test scripts (``maml_examples/test_maml_{cheetah,cheetah_direc,ant,ant_direc}.py``
+#: in Finn's ``maml_rl``): 40 draws of numpy's legacy ``np.random.seed(S); np.random.uniform(LOW, HIGH, 40)``,
+#: which its frozen stream reproduces exactly. A velocity task takes the draw; a direction task runs forward
+#: where the draw exceeds THRESHOLD (rllab's ``*_rand_direc`` envs), backward otherwise.
+FINN2017_TEST_GOALS: dict[str, tuple[int, float, float, float | None]] = {  # env id: (S, LOW, HIGH, THRESHOLD)
+    "metarl/HalfCheetahVel-v0": (1, 0.0, 2.0, None),
+    "metarl/HalfCheetahDir-v0": (1, 0.0, 2.0, 1.0),
+    "metarl/AntVel-v0": (1, 0.0, 3.0, None),
+    "metarl/AntDir-v0": (2, 0.0, 3.0, 1.5),
+}
+
+
+def finn2017_test_tasks(env_id: str) -> list[dict]:
+    """The 40 held-out tasks Finn et al. 2017 scored Figure 5 on, for one of :data:`FINN2017_TEST_GOALS`,
+    so that a run compares with the paper's per-task returns (``metarl/rl/finn2017_figure5.json``) goal
+    for goal."""
+    if env_id not in FINN2017_TEST_GOALS:
+        raise ConfigError(f"--task-set finn2017: the paper's test goals exist for {', '.join(FINN2017_TEST_GOALS)}, "
+                          f"not {env_id}; give a JSON file of tasks instead")
+    seed, low, high, threshold = FINN2017_TEST_GOALS[env_id]
+    draws = np.random.RandomState(seed).uniform(low, high, size=40)
+    if threshold is None:
+        return [{"velocity": float(v)} for v in draws]
+    return [{"direction": 1 if v > threshold else -1} for v in draws]
+
+
+def load_task_set(spec: str, env: gym.Env) -> list[dict]:
+    """``metarl evaluate --task-set``: ``finn2017`` or a JSON file (a list of tasks, or an evaluation JSON
+    whose ``"tasks"`` are used, as ``--task``'s entries or as held-out tasks), each checked against the
+    env's task space where it has one; any problem is a one-line :class:`ConfigError`."""
+    import json
+
+    env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+    if spec == "finn2017":
+        tasks = finn2017_test_tasks(env_id)
+    else:
+        try:
+            with open(spec) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--task-set {spec}: cannot read it ({e}); give finn2017 or a JSON file of tasks "
+                              "(a list, or an evaluation JSON)") from None
+        tasks = data.get("tasks") if isinstance(data, dict) else data
+        if isinstance(tasks, list):
+            tasks = [t["task"] if isinstance(t, dict) and "task" in t and "by_step" in t else t for t in tasks]
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, dict) for t in tasks):
+            raise ConfigError(f"--task-set {spec}: no tasks in it (expected a non-empty list of task dicts such as "
+                              '[{"velocity": 1.3}], or an evaluation JSON with "tasks")')
+    space = getattr(env.unwrapped, "task_space", None)
+    if space is None:
+        return tasks
+    name = env.unwrapped.env_name
+    try:
+        return [space.check(task, name) for task in tasks]
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"--task-set {spec}: {e}") from None
+
+
 def evaluation_tasks(env: gym.Env, n_tasks: int, seed: int) -> list[dict]:
     """Held-out tasks named by ``seed``, from a stream apart from training's (:mod:`metarl.seeding`): the
     env's ``sample_test_tasks`` where it has a fixed test set (Meta-World), else its ``sample_tasks``."""
@@ -181,16 +239,19 @@ def evaluate_rl(
     baselines: dict[str, dict[str, Any]],
     random: bool = True,
     baseline_lrs: dict[str, float] | None = None,
+    task_set: str | None = None,
 ) -> dict[str, Any]:
     """Return after 0..steps adaptation steps on ``n_tasks`` fresh tasks, for the run, a randomly
     initialised policy (unless ``random`` is false) and each baseline run, all on the same tasks and
     sampling seeds. ``baseline_lrs``: an inner lr per baseline name (``random`` included) in place of
-    the run's, as Finn et al. tuned the baselines' step sizes for their Figure 5."""
+    the run's, as Finn et al. tuned the baselines' step sizes for their Figure 5. ``task_set``: the
+    tasks of :func:`load_task_set` instead of ``n_tasks`` drawn with ``seed`` (which still seeds the
+    sampling)."""
     lrs = baseline_lrs or {}
     env = make_env(cfg)
     sampler = sampler_for(cfg, eval_seed(seed))
     try:
-        tasks = evaluation_tasks(env, n_tasks, seed)
+        tasks = load_task_set(task_set, env) if task_set is not None else evaluation_tasks(env, n_tasks, seed)
         seed = eval_seed(seed)  # sampler streams apart from training's too
         policy = policy_module(cfg, env)
         policy.load_state_dict(learner_state["model"])

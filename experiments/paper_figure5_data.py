@@ -4,8 +4,9 @@ Finn's `maml_rl` repository (github.com/cbfinn/maml_rl, MIT licence) keeps, in `
 its plotting scripts drew Figure 5 (and the 2D-navigation figure) from: `icml_{env}_results_{policy}.pkl`,
 key `task_avg_returns`, a `[steps, 40 tasks]` array (the oracle: its return before adapting only). This
 script reads them and writes the mean, the 95% interval (1.96 standard errors over the tasks, as `metarl
-evaluate` reports) and the interquartile mean per step, under our benchmark names, so that our results are
-compared with the paper's data and not with values read off its plot.
+evaluate` reports), the interquartile mean and the per-task returns per step, under our benchmark names, so
+that our results are compared with the paper's data and not with values read off its plot (goal for goal
+with `metarl evaluate --task-set finn2017`, which draws the same goals as the paper's test scripts).
 
 Usage: python experiments/paper_figure5_data.py MAML_RL_ICML_DIR [OUT.json]
   (OUT defaults to metarl/rl/finn2017_figure5.json, which `experiments/figure5.py --paper` draws)
@@ -66,7 +67,9 @@ def main(argv: list[str]) -> int:
     data: dict = {
         "source": "github.com/cbfinn/maml_rl @ 9c8e2eb, icml/icml_{env}_results_{policy}.pkl, 'task_avg_returns'",
         "note": "Finn et al. 2017, Figure 5 (and the 2D-navigation figure): the return per held-out task "
-                "after 0-3 steps; mean, 95% interval (1.96 SE over tasks) and IQM. The oracle is not adapted.",
+                "after 0-3 steps; mean, 95% interval (1.96 SE over tasks), IQM, and per_task[step][task] in "
+                "the order of the paper's test goals (metarl evaluate --task-set finn2017). The oracle is not "
+                "adapted.",
         "benchmarks": {},
     }
     for prefix, bench in ENVS.items():
@@ -78,10 +81,13 @@ def main(argv: list[str]) -> int:
                 continue
             with open(path, "rb") as f:
                 returns = np.asarray(pickle.load(f, encoding="latin1")["task_avg_returns"], dtype=float)
-            entry[policy] = {"n_tasks": int(returns.shape[1]), "by_step": summary(returns)}
+            entry[policy] = {"n_tasks": int(returns.shape[1]), "by_step": summary(returns),
+                             "per_task": [[round(float(x), 2) for x in row] for row in returns[:STEPS]]}
         data["benchmarks"][bench] = entry
     text = json.dumps(data, indent=1)
     text = re.sub(r'\{\s+("step"[^{}]*?)\s+\}', lambda m: "{" + re.sub(r"\s*\n\s*", " ", m.group(1)) + "}", text)
+    numbers = r"\[\s+(-?[0-9.e-]+(?:,\s+-?[0-9.e-]+)*)\s+\]"  # a step's per-task returns: on one line
+    text = re.sub(numbers, lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text)
     out.write_text(text + "\n")  # one line per step
     print(f"wrote {out}: {', '.join(data['benchmarks'])}")
     return 0

@@ -321,6 +321,7 @@ def test_the_paper_figure5_data_script_summarises_the_authors_pickles(tmp_path):
         assert r["mean"] == pytest.approx(maml[k].mean(), abs=0.006)
         assert r["ci95"] == pytest.approx(1.96 * maml[k].std(ddof=1) / np.sqrt(40), abs=0.006)
         assert r["iqm"] == pytest.approx(kept.mean(), abs=0.006)
+    assert np.allclose(data["halfcheetah_vel"]["maml"]["per_task"], maml, atol=0.006)  # [step][task], task order kept
     assert len(data["halfcheetah_vel"]["oracle"]["by_step"]) == 1
     assert "pretrained" not in data["halfcheetah_vel"]  # no file, no entry
     assert len(data["navigation2d"]["pretrained"]["by_step"]) == 4  # 0..3 of its 5 steps
@@ -362,3 +363,34 @@ def test_paper_reference_finds_the_benchmark_and_figure5_draws_it(tmp_path, monk
     plot_panels([run], tmp_path / "f5.png", paper=True)
     assert drawn["paper: MAML"] == [r["mean"] for r in shipped["halfcheetah_vel"]["maml"]["by_step"]]
     assert drawn["paper: pretrained"] == [r["mean"] for r in shipped["halfcheetah_vel"]["pretrained"]["by_step"]]
+
+
+def test_versus_paper_pairs_our_returns_with_the_papers_goal_for_goal(tmp_path, capsys):
+    """An evaluation on the paper's goals that scores each goal 5 above the paper's: the paired difference is
+    +5.0 with no spread; two runs (+5 and +1) average goal by goal (+3.0); anything else is refused."""
+    import importlib.util
+
+    from metarl.evaluate import paper_reference
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "versus_paper.py"
+    spec = importlib.util.spec_from_file_location("versus_paper", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    paper = np.asarray(paper_reference("halfcheetah_vel")["maml"]["per_task"])
+    files = []
+    for i, shift in enumerate((5.0, 1.0)):
+        result = {"benchmark": "halfcheetah_vel", "task_set": "finn2017", "per_task": (paper + shift).tolist(),
+                  "baselines": {}}
+        files.append(tmp_path / f"run{i}" / "eval.json")
+        files[-1].parent.mkdir()
+        files[-1].write_text(json.dumps(result))
+    assert script.main([str(files[0])]) == 0
+    out = capsys.readouterr().out
+    assert "+5.0 ±  0.0" in out and f"{paper[1].mean() + 5:.1f}" in out and "run0" in out
+    assert script.main([str(f) for f in files]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs" in out and "mean of runs" in out and "+3.0 ±  0.0" in out and "run1" in out
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"benchmark": "halfcheetah_vel", "per_task": paper.tolist(), "baselines": {}}))
+    assert script.main([str(other)]) == 2
+    assert "--task-set finn2017" in capsys.readouterr().err

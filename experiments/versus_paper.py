@@ -1,0 +1,83 @@
+"""Our returns against the paper's own, goal for goal: evaluations made with `metarl evaluate --task-set
+finn2017` (the 40 goals of Finn et al.'s test scripts) beside the per-task returns of its Figure 5
+(`metarl/rl/finn2017_figure5.json`). Per step: the paper's mean, ours (each run, and their mean where several
+runs of a benchmark are given), and the paired difference ours - paper over the goals with its 95%
+interval (1.96 standard errors of the per-goal differences); then each baseline both have.
+
+Usage: python experiments/versus_paper.py EVAL.json [EVAL.json ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from metarl.evaluate import paper_reference
+
+
+def paired(ours: np.ndarray, paper: np.ndarray) -> str:
+    """``mean ± ci95`` of the per-goal differences ours - paper (arrays ``[tasks]``)."""
+    d = ours - paper
+    return f"{d.mean():+7.1f} ± {1.96 * d.std(ddof=1) / np.sqrt(len(d)):4.1f}"
+
+
+def _label(path: str) -> str:
+    """A run's column: its run directory's name for ``RUN/eval.json``, else the file's name."""
+    p = Path(path)
+    return p.parent.name if p.name == "eval.json" else p.name
+
+
+def compare(bench: str, runs: list[tuple[str, dict]]) -> list[str]:
+    """The lines of one benchmark's comparison."""
+    ref = paper_reference(bench)
+    if ref is None:
+        return [f"{bench}: the paper has no curves for it"]
+    paper = np.asarray(ref["maml"]["per_task"])
+    curves = [np.asarray(r["per_task"])[: len(paper)] for _, r in runs]
+    steps = min(len(paper), *(len(c) for c in curves))
+    lines = [f"{bench} ({len(runs)} run{'s' * (len(runs) > 1)}; paper: {ref['protocol']})",
+             "steps  paper     " + "".join(f"{_label(name)[-22:]:>24s}" for name, _ in runs)
+             + ("      mean of runs   ours - paper (paired)" if len(runs) > 1 else "   ours - paper (paired)")]
+    for k in range(steps):
+        mean = np.mean([c[k] for c in curves], axis=0)
+        row = f"{k:5d}  {paper[k].mean():8.1f}  " + "".join(f"{c[k].mean():24.1f}" for c in curves)
+        if len(runs) > 1:
+            row += f"{mean.mean():19.1f}"
+        lines.append(row + f"   {paired(mean, paper[k])}")
+    for name in ("pretrained", "random", "oracle"):
+        ours = [r["baselines"][name] for _, r in runs if name in r.get("baselines", {})]
+        if name in ref and ours:
+            theirs = [s["mean"] for s in ref[name]["by_step"]]
+            mine = [s["mean"] for s in ours[0]["by_step"]][: len(theirs)]
+            lines.append(f"{name:>11s}: paper " + " ".join(f"{m:7.1f}" for m in theirs)
+                         + " | ours " + " ".join(f"{m:7.1f}" for m in mine))
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: python experiments/versus_paper.py EVAL.json [EVAL.json ...]", file=sys.stderr)
+        return 2
+    groups: dict[str, list[tuple[str, dict]]] = {}
+    for path in argv:
+        try:
+            with open(path) as f:
+                result = json.load(f)
+        except (OSError, ValueError) as e:
+            print(f"versus_paper: cannot read {path}: {e}", file=sys.stderr)
+            return 2
+        if result.get("task_set") != "finn2017" or "per_task" not in result:
+            print(f"versus_paper: {path} is not an evaluation on the paper's goals; make it with "
+                  "`metarl evaluate RUN --task-set finn2017 --out FILE.json` (one run per file)", file=sys.stderr)
+            return 2
+        groups.setdefault(result["benchmark"], []).append((path, result))
+    for bench, runs in groups.items():
+        print("\n".join(compare(bench, runs)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -4,7 +4,8 @@
 # TASK.yaml, TASK_pretrain.yaml and TASK_oracle.yaml; then `metarl evaluate` of MAML beside them (and a
 # randomly initialised policy) after 0..3 policy-gradient steps on 40 held-out tasks: the table in
 # OUT_DIR/maml/eval-40.json, the adaptation curves in OUT_DIR/maml/eval-40.png; then again with the step
-# sizes of the paper's test scripts (OUT_DIR/maml/eval-40-paper-steps.{json,png}, what Figure 5 shows).
+# sizes of the paper's test scripts (OUT_DIR/maml/eval-40-paper-steps.{json,png}, what Figure 5 shows), and on
+# the paper's own test goals (OUT_DIR/maml/eval-finn2017.json; experiments/versus_paper.py compares).
 # Usage: bash experiments/locomotion.sh TASK [OUT_DIR] [SEED] [--set key=value ...]
 #   TASK: halfcheetah_vel, halfcheetah_dir, ant_vel, ant_dir or ant_goal (default OUT_DIR:
 #   runs/TASK-paper, SEED 1). Runs that exist are resumed unless finished, so the script can be run
@@ -43,3 +44,10 @@ case $task in
 esac
 metarl evaluate "$out/maml" --tasks 40 --steps 3 --seed "$eval_seed" "${baselines[@]}" "${lrs[@]}" \
   --set test_lr_after_first=$later --out "$out/maml/eval-40-paper-steps.json" --plot "$out/maml/eval-40-paper-steps.png"
+# And on the paper's own 40 goals (all but AntGoal, which the paper did not run), scored with its reward (rllab's
+# control cost of the clipped action), to pair with its per-goal returns.
+if [ "$task" != ant_goal ]; then
+  metarl evaluate "$out/maml" --task-set finn2017 --steps 3 --seed "$eval_seed" "${baselines[@]}" "${lrs[@]}" \
+    --set test_lr_after_first=$later --set env.kwargs.clip_ctrl_cost=true --out "$out/maml/eval-finn2017.json"
+  echo "against the paper, goal for goal: python experiments/versus_paper.py $out/maml/eval-finn2017.json"
+fi

@@ -326,7 +326,7 @@ def combine_runs(by_steps: Sequence[Sequence[dict[str, float]]]) -> list[dict[st
 
 
 #: The paper's own Figure 5 numbers (``experiments/paper_figure5_data.py`` from the result files in Finn's
-#: ``maml_rl`` repository): per benchmark and policy, mean, 95% interval and IQM over its 40 tasks per step.
+#: ``maml_rl`` repository): per benchmark and policy, mean, 95% interval, IQM and the per-task returns per step.
 PAPER_FIGURE5 = Path(__file__).parent / "rl" / "finn2017_figure5.json"
 
 
@@ -334,7 +334,8 @@ def paper_reference(benchmark: str) -> dict[str, Any] | None:
     """The paper's curves for a run's benchmark name (``halfcheetah_vel``, or a variant such as
     ``halfcheetah_vel_promp``: the longest known name it starts with), or None where the paper has none
     (AntGoal, the supervised benchmarks). Keys: ``protocol`` (how the paper measured them) and one
-    ``{"n_tasks", "by_step"}`` per policy (``maml``, ``pretrained``, ``random``, ``oracle``)."""
+    ``{"n_tasks", "by_step", "per_task"}`` per policy (``maml``, ``pretrained``, ``random``, ``oracle``);
+    ``per_task[step][task]`` in the order of ``--task-set finn2017``."""
     known = json.loads(PAPER_FIGURE5.read_text())["benchmarks"]
     names = [k for k in known if benchmark == k or benchmark.startswith(k + "_")]
     return known[max(names, key=len)] if names else None

@@ -21,7 +21,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from metarl.evaluate import summarize
 from metarl.stats import iqm
 
 #: the repository's file prefix -> our benchmark name, and the policies its plotting script drew
@@ -52,10 +54,11 @@ PROTOCOL = {
 
 
 def summary(returns: np.ndarray) -> list[dict[str, float]]:
-    """``by_step`` rows of a ``[steps, tasks]`` array: mean, 1.96 standard errors, IQM over the tasks."""
-    n = returns.shape[1]
-    return [{"step": k, "mean": round(float(r.mean()), 2), "ci95": round(float(1.96 * r.std(ddof=1) / n**0.5), 2),
-             "iqm": round(iqm(r), 2)} for k, r in enumerate(returns[:STEPS])]
+    """``by_step`` rows of a ``[steps, tasks]`` array as `metarl evaluate` writes them (mean, 1.96 standard
+    errors over the tasks), rounded, with the IQM over the tasks added."""
+    rows = summarize(torch.as_tensor(returns[:STEPS]))
+    return [{"step": row["step"], "mean": round(row["mean"], 2), "ci95": round(row["ci95"], 2), "iqm": round(iqm(r), 2)}
+            for row, r in zip(rows, returns[:STEPS], strict=True)]
 
 
 def main(argv: list[str]) -> int:

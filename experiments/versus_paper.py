@@ -14,14 +14,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from metarl.evaluate import paper_reference
+from metarl.evaluate import paper_reference, summarize
 
 
 def paired(ours: np.ndarray, paper: np.ndarray) -> str:
-    """``mean ± ci95`` of the per-goal differences ours - paper (arrays ``[tasks]``)."""
-    d = ours - paper
-    return f"{d.mean():+7.1f} ± {1.96 * d.std(ddof=1) / np.sqrt(len(d)):4.1f}"
+    """``mean ± ci95`` of the per-goal differences ours - paper (arrays ``[tasks]``), as `metarl evaluate`
+    summarises a step."""
+    (row,) = summarize(torch.as_tensor(ours - paper)[None])
+    return f"{row['mean']:+7.1f} ± {row['ci95']:4.1f}"
 
 
 def _label(path: str) -> str:

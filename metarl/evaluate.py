@@ -17,6 +17,7 @@ the same way.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -330,13 +331,19 @@ def combine_runs(by_steps: Sequence[Sequence[dict[str, float]]]) -> list[dict[st
 PAPER_FIGURE5 = Path(__file__).parent / "rl" / "finn2017_figure5.json"
 
 
+@functools.cache
+def _paper_benchmarks() -> dict[str, Any]:
+    """:data:`PAPER_FIGURE5`'s benchmarks, read once per process."""
+    return json.loads(PAPER_FIGURE5.read_text())["benchmarks"]
+
+
 def paper_reference(benchmark: str) -> dict[str, Any] | None:
     """The paper's curves for a run's benchmark name (``halfcheetah_vel``, or a variant such as
     ``halfcheetah_vel_promp``: the longest known name it starts with), or None where the paper has none
     (AntGoal, the supervised benchmarks). Keys: ``protocol`` (how the paper measured them) and one
     ``{"n_tasks", "by_step", "per_task"}`` per policy (``maml``, ``pretrained``, ``random``, ``oracle``);
     ``per_task[step][task]`` in the order of ``--task-set finn2017``."""
-    known = json.loads(PAPER_FIGURE5.read_text())["benchmarks"]
+    known = _paper_benchmarks()
     names = [k for k in known if benchmark == k or benchmark.startswith(k + "_")]
     return known[max(names, key=len)] if names else None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 from typing import Any
 
 import gymnasium as gym
@@ -123,8 +124,6 @@ def load_task_set(spec: str, env: gym.Env) -> list[dict]:
     """``metarl evaluate --task-set``: ``finn2017`` or a JSON file (a list of tasks, or an evaluation JSON
     whose ``"tasks"`` are used, as ``--task``'s entries or as held-out tasks), each checked against the
     env's task space where it has one; any problem is a one-line :class:`ConfigError`."""
-    import json
-
     env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
     if spec == "finn2017":
         tasks = finn2017_test_tasks(env_id)

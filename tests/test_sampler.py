@@ -56,6 +56,7 @@ def random_actions(seed: int, shape: tuple[int, ...], low: float = -1.0, high: f
 
 
 ORACLE = {"oracle": True}
+RLLAB_TIMING = {"frame_skip": 1, "clip_ctrl_cost": True}
 
 
 @pytest.mark.parametrize(
@@ -69,6 +70,9 @@ ORACLE = {"oracle": True}
         ("metarl/HalfCheetahDir-v0", ORACLE),
         ("metarl/AntGoal-v0", ORACLE),
         ("metarl/AntDir-v0", {"frame_skip": 2}),  # rllab's Ant timing (the shipped Ant configs)
+        # rllab's observations kept the root's x (and the Ant's y) position: Gymnasium's keyword
+        ("metarl/HalfCheetahVel-v0", {**RLLAB_TIMING, "exclude_current_positions_from_observation": False}),
+        ("metarl/AntDir-v0", {"frame_skip": 2, "exclude_current_positions_from_observation": False}),
     ],
     ids=lambda x: "oracle" if x == ORACLE else ("plain" if x == {} else x),
 )

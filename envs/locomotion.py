@@ -131,6 +131,9 @@ class HalfCheetahVelEnv(_LocomotionTaskMixin, HalfCheetahEnv):
     current MuJoCo, so returns are not comparable number for number. The default task
     (no task given) is ``v = 1``. Gymnasium's 5-step frame skip makes the 200 steps 10 s where
     rllab's were 2 s; ``frame_skip=1, clip_ctrl_cost=True`` restores rllab's timing and cost.
+    rllab's observation also held the torso's x position; Gymnasium's
+    ``exclude_current_positions_from_observation=False`` keeps the root's x (18 floats). With it
+    MAML adapted worse on the paper's goals (RESULTS.md, "The paper's test-time step sizes").
     """
 
     def __init__(

@@ -56,7 +56,8 @@ def random_actions(seed: int, shape: tuple[int, ...], low: float = -1.0, high: f
 
 
 ORACLE = {"oracle": True}
-RLLAB_TIMING = {"frame_skip": 1, "clip_ctrl_cost": True}
+#: rllab's timing and control cost (the paper's code): no frame skip, the cost of the clipped action.
+RLLAB = {"frame_skip": 1, "clip_ctrl_cost": True}
 
 
 @pytest.mark.parametrize(
@@ -71,7 +72,7 @@ RLLAB_TIMING = {"frame_skip": 1, "clip_ctrl_cost": True}
         ("metarl/AntGoal-v0", ORACLE),
         ("metarl/AntDir-v0", {"frame_skip": 2}),  # rllab's Ant timing (the shipped Ant configs)
         # rllab's observations kept the root's x (and the Ant's y) position: Gymnasium's keyword
-        ("metarl/HalfCheetahVel-v0", {**RLLAB_TIMING, "exclude_current_positions_from_observation": False}),
+        ("metarl/HalfCheetahVel-v0", {**RLLAB, "exclude_current_positions_from_observation": False}),
         ("metarl/AntDir-v0", {"frame_skip": 2, "exclude_current_positions_from_observation": False}),
     ],
     ids=lambda x: "oracle" if x == ORACLE else ("plain" if x == {} else x),
@@ -95,10 +96,6 @@ def test_batched_mujoco_equals_gymnasium(env_id: str, env_kwargs: dict) -> None:
     assert [e.observations.shape for e in episodes] == [(horizon, per_task, *vec.observation_shape)] * n_tasks
     assert vec.observation_shape == gym.make(env_id, **env_kwargs).observation_space.shape
     replay_in_gymnasium(env_id, tasks, episodes, seeds, env_kwargs=env_kwargs)
-
-
-#: rllab's timing and control cost (the paper's code): no frame skip, the cost of the clipped action.
-RLLAB = {"frame_skip": 1, "clip_ctrl_cost": True}
 
 
 @pytest.mark.parametrize("env_id", ["metarl/HalfCheetahVel-v0", "metarl/HalfCheetahDir-v0", "metarl/AntVel-v0"])

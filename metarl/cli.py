@@ -444,8 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "for N iterations when "
                         "--baseline pretrained=... is not given (0: skip)")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="an evaluation-time config key, e.g. test_lr_after_first=0.5 (the paper's test-time "
-                        "step sizes: lr, then lr / 2) or dataset.root=PATH")
+                   help="an evaluation-time config key, e.g. inner.lr=0.3 (the test-time step size), "
+                        "test_lr_after_first=0.5 (the paper's test-time step sizes: lr, then lr / 2) or "
+                        "dataset.root=PATH")
     e.add_argument("--task", action="append", default=[], metavar="KEY=VALUE",
                    help="RL: adapt on this task instead of held-out ones (e.g. goal=0.3,-0.2, velocity=1.7, "
                         "direction=-1; `metarl envs` lists the task spaces); repeat for several; writes "

@@ -35,7 +35,8 @@ from metarl.stats import iqm, stratified_bootstrap_ci
 #: held-out sinusoid is scored on (``task.query``; the Meta-SGD protocol uses 100), and where to run
 #: or find data, never what was trained.
 EVAL_KEYS = frozenset({
-    "test_lr_decay", "test_lr_after_first", "sampler.backend", "sampler.num_workers", "sampler.address",
+    "inner.lr", "test_lr_decay", "test_lr_after_first", "sampler.backend", "sampler.num_workers",
+    "sampler.address",
     "dataset.root", "dataset.cache_dir", "dataset.download", "task.query", "env.episodes_per_task",
 })
 
@@ -86,6 +87,7 @@ def evaluate(
     scoring = [(key, value) for key, value in overrides if key in SCORING_KEYS]
     _check_scoring(state["config"], scoring)
     cfg = config_from_dict(state["config"], overrides)
+    _check_inner_lr(cfg, dict(overrides))
     n_tasks = n_tasks if n_tasks is not None else cfg.eval.test_tasks
     steps = steps if steps is not None else cfg.inner.test_steps
     if n_tasks <= 0 or steps < 0:
@@ -124,6 +126,18 @@ def evaluate(
         "per_task": per_task,  # last: the long parts of the JSON
         **({} if per_task_success is None else {"per_task_success": per_task_success}),
     }
+
+
+def _check_inner_lr(cfg: Any, overrides: dict[str, Any]) -> None:
+    """``--set inner.lr``: the test-time step size, for runs with one fixed rate only (learned rates would
+    ignore it)."""
+    if "inner.lr" not in overrides:
+        return
+    learned = [key for key, on in (("inner.learn_lr", getattr(cfg.inner, "learn_lr", False)),
+                                   ("mamlpp.lslr", getattr(getattr(cfg, "mamlpp", None), "lslr", False))) if on]
+    if learned:
+        raise ConfigError(f"--set inner.lr: this run learned its inner rates ({learned[0]}: true) and adapts with "
+                          "them, not with inner.lr; drop --set inner.lr")
 
 
 def _check_baseline_lrs(cfg: Any, lrs: dict[str, float], names: set[str]) -> None:

@@ -443,3 +443,27 @@ def test_evaluate_task_set_reuses_an_evaluations_tasks_and_refuses_bad_input(tmp
         assert main(["evaluate", str(run), "--steps", "1", "--out", str(tmp_path / "x.json"), *extra]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_evaluate_set_inner_lr_is_the_run_trained_with_that_rate(tmp_path, capsys):
+    """`--set inner.lr=0.3` adapts with 0.3 from the first step: the same numbers as a copy of the checkpoint
+    whose saved config says 0.3; a run that learned its rates (Meta-SGD) refuses it in one line."""
+    run = train(tiny_cfg("metarl/Navigation2D-v0", "lr"), logdir=tmp_path / "run", quiet=True)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    state["config"]["inner"]["lr"] = 0.3
+    copy = tmp_path / "copy.pt"
+    torch.save(state, copy)
+    outs = {}
+    for name, target, extra in (("plain", run, []), ("set", run, ["--set", "inner.lr=0.3"]), ("copy", copy, [])):
+        out = tmp_path / f"{name}.json"
+        assert main(["evaluate", str(target), "--tasks", "3", "--steps", "2", "--out", str(out), *extra]) == 0
+        outs[name] = [s["mean"] for s in json.loads(out.read_text())["by_step"]]
+    assert outs["set"] == outs["copy"]
+    assert outs["set"][0] == outs["plain"][0] and outs["set"][1:] != outs["plain"][1:]
+    meta_sgd = train(tiny_cfg("metarl/Navigation2D-v0", "msgd", inner={"lr": 0.1, "steps": 1, "test_steps": 1,
+                                                                        "learn_lr": True}),
+                     logdir=tmp_path / "msgd", quiet=True)
+    capsys.readouterr()
+    assert main(["evaluate", str(meta_sgd), "--tasks", "3", "--set", "inner.lr=0.3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "inner.learn_lr: true" in err and len(err.splitlines()) == 1

@@ -362,11 +362,34 @@ def test_step_respects_the_trust_region_and_reports_metrics() -> None:
         "grad_norm",
         "step_norm",
         "inner_loss",
+        "inner_kl",
         "entropy",
         "logp_gap",
     }
     assert set(m) == expected
     assert all(isinstance(v, float) for v in m.values())
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_inner_kl_is_the_kl_from_theta_to_each_adapted_policy_on_its_pre_update_states(inner_steps: int) -> None:
+    algo, policy, train, valid = problem(5, inner_steps, True)
+    theta = {k: v.clone() for k, v in detach_params(params_of(policy)).items()}
+    fast = adapted(algo, train)  # after every inner step
+    states = train[0]
+    kls = []
+    for i in range(N):  # task by task, from the distributions' closed form
+        with torch.no_grad():
+            before = policy_distribution(policy, theta, states.observations[i], per_task=False)
+            after = policy_distribution(policy, {k: v[i] for k, v in fast.items()}, states.observations[i],
+                                        per_task=False)
+            kl = torch.distributions.kl_divergence(before, after)
+        kls.append(float((kl * states.masks[i]).sum() / states.masks[i].sum()))
+    m = algo.step(train, valid)
+    assert m["inner_kl"] == pytest.approx(sum(kls) / N, rel=1e-9) and m["inner_kl"] > 0
+    small = make_algo(policy, inner_steps, True, inner_lr=0.05)
+    policy.load_state_dict(theta)
+    assert 0 < small.step(train, valid)["inner_kl"] < m["inner_kl"]  # a smaller step moves it less
+    assert "inner_kl" not in MAMLTRPO(policy, inner_batches=0).step([], valid)  # no adaptation, no metric
 
 
 def test_rejected_step_leaves_the_module_untouched() -> None:

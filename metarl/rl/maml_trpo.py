@@ -23,7 +23,7 @@ from metarl.rl.adapt import InnerLoop
 from metarl.rl.baseline import AdvantageEstimator
 from metarl.rl.episodes import Episodes
 from metarl.rl.fisher import FisherInput, MetaFisher, MetaProblem, exact_fisher
-from metarl.rl.losses import reinforce_loss
+from metarl.rl.losses import kl_of, old_distribution, reinforce_loss
 from metarl.rl.objective import MetaBatch, PostLoss, meta_batch, meta_objective
 from metarl.trpo import TrustRegion, trust_region_update
 
@@ -77,7 +77,8 @@ class MAMLTRPO:
         sampled by the params :func:`~metarl.rl.adapt.adapt_on_episodes` returns for them (with their ``log_probs``).
 
         Metrics: those of :func:`metarl.trpo.trust_region_update`, ``inner_loss`` (REINFORCE loss
-        of theta on the first pre-update batch), ``entropy`` (post-update policies on the valid
+        of theta on the first pre-update batch), ``inner_kl`` (where it adapts: how far the adaptation
+        moves the policy, :meth:`_inner_kl`), ``entropy`` (post-update policies on the valid
         states) and ``logp_gap`` (~0 when ``valid`` was sampled by those params; large
         when it was not: then the surrogate and the KL disagree about which policy is old);
         with a ``penalty``, also ``penalty`` (its value at theta_0, included in ``surrogate_*``).
@@ -92,6 +93,8 @@ class MAMLTRPO:
         value = meta_objective(self.policy, theta, batch, self.inner, chunk=self.task_chunk, penalty=self.penalty)
         problem = MetaProblem(self.policy, batch, self.inner, self.task_chunk)
         inner_loss = self._inner_loss(batch, theta)
+        # before the step: theta shares its storage with the module, which an accepted step overwrites
+        inner_kl = self._inner_kl(batch, theta, value.post_params) if batch.train else None
 
         def line_objective(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
             candidate = meta_objective(self.policy, params, batch, self.inner, old=value.old, chunk=self.task_chunk,
@@ -107,9 +110,22 @@ class MAMLTRPO:
                 for name, p in live.items():
                     p.copy_(new[name])
         metrics.update(inner_loss=inner_loss, entropy=value.entropy, logp_gap=value.logp_gap)
+        if inner_kl is not None:
+            metrics["inner_kl"] = inner_kl
         if self.penalty is not None:  # its value at theta_0 (surrogate_* include it)
             metrics["penalty"] = value.penalty
         return metrics
+
+    def _inner_kl(self, batch: MetaBatch, theta: Params, post: Params) -> float:
+        """Mean ``KL(pi_theta || pi_theta'_i)`` over the tasks (each a mean over its first pre-update batch's
+        live states): how far the adaptation moves the policy. Near 0, little of the meta-gradient passes
+        through the adaptation, and MAML trains much as the pretrained baseline does."""
+        episodes = batch.train[0].episodes
+        n = batch.n_tasks
+        with torch.no_grad():
+            shared = {k: theta[k].detach().unsqueeze(0).expand(n, *theta[k].shape) for k in post}
+            before = old_distribution(self.policy, shared, episodes, per_task=True)
+            return float(kl_of(self.policy, post, episodes, before, per_task=True))
 
     def _inner_loss(self, batch: MetaBatch, theta: Params) -> float:
         first = batch.train[0] if batch.train else batch.valid

@@ -362,7 +362,7 @@ def test_step_respects_the_trust_region_and_reports_metrics() -> None:
         "grad_norm",
         "step_norm",
         "inner_loss",
-        "inner_kl",
+        "adapt_kl",
         "entropy",
         "logp_gap",
     }
@@ -371,7 +371,7 @@ def test_step_respects_the_trust_region_and_reports_metrics() -> None:
 
 
 @pytest.mark.parametrize("inner_steps", [1, 2])
-def test_inner_kl_is_the_kl_from_theta_to_each_adapted_policy_on_its_pre_update_states(inner_steps: int) -> None:
+def test_adapt_kl_is_the_kl_from_theta_to_each_adapted_policy_on_its_pre_update_states(inner_steps: int) -> None:
     algo, policy, train, valid = problem(5, inner_steps, True)
     theta = {k: v.clone() for k, v in detach_params(params_of(policy)).items()}
     fast = adapted(algo, train)  # after every inner step
@@ -385,11 +385,11 @@ def test_inner_kl_is_the_kl_from_theta_to_each_adapted_policy_on_its_pre_update_
             kl = torch.distributions.kl_divergence(before, after)
         kls.append(float((kl * states.masks[i]).sum() / states.masks[i].sum()))
     m = algo.step(train, valid)
-    assert m["inner_kl"] == pytest.approx(sum(kls) / N, rel=1e-9) and m["inner_kl"] > 0
+    assert m["adapt_kl"] == pytest.approx(sum(kls) / N, rel=1e-9) and m["adapt_kl"] > 0
     small = make_algo(policy, inner_steps, True, inner_lr=0.05)
     policy.load_state_dict(theta)
-    assert 0 < small.step(train, valid)["inner_kl"] < m["inner_kl"]  # a smaller step moves it less
-    assert "inner_kl" not in MAMLTRPO(policy, inner_batches=0).step([], valid)  # no adaptation, no metric
+    assert 0 < small.step(train, valid)["adapt_kl"] < m["adapt_kl"]  # a smaller step moves it less
+    assert "adapt_kl" not in MAMLTRPO(policy, inner_batches=0).step([], valid)  # no adaptation, no metric
 
 
 def test_rejected_step_leaves_the_module_untouched() -> None:

@@ -28,8 +28,8 @@ def test_navigation_adapts_in_one_step(tmp_path):
     run = train(nav_cfg(), logdir=tmp_path / "nav", quiet=True)
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     for key in ("train/return_pre", "train/return_post", "trpo/kl", "trpo/ls_steps", "trpo/accepted",
-                "trpo/grad_norm", "train/inner_loss", "train/inner_kl", "train/entropy", "time/sample_s", "time/update_s",
-                "time/env_steps_per_s", "val/return_pre", "val/return_post", "train/env_steps",
+                "trpo/grad_norm", "train/inner_loss", "train/adapt_kl", "train/entropy", "time/sample_s",
+                "time/update_s", "time/env_steps_per_s", "val/return_pre", "val/return_post", "train/env_steps",
                 "train/episode_length"):
         assert key in header, key
     rows = [r.split(",") for r in (run / "metrics.csv").read_text().splitlines()[1:]]

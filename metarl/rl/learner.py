@@ -145,7 +145,7 @@ class RLLearner:
                 metrics["mean_outside_box"] = float(box_saturation(self.module, theta, train[0], *self._box))
         steps = sum(float(e.masks.sum()) for e in [*train, valid])
         self.env_steps += int(steps)
-        ns = {"inner_loss": "train", "inner_kl": "train", "entropy": "train", "logp_gap": "train",
+        ns = {"inner_loss": "train", "adapt_kl": "train", "entropy": "train", "logp_gap": "train",
               "mean_outside_box": "train"}
         out = {f"{ns.get(k, self.algo.namespace)}/{k}": float(v) for k, v in metrics.items()}
         out["train/return_post"] = float(valid.returns().mean())

@@ -77,8 +77,8 @@ class MAMLTRPO:
         sampled by the params :func:`~metarl.rl.adapt.adapt_on_episodes` returns for them (with their ``log_probs``).
 
         Metrics: those of :func:`metarl.trpo.trust_region_update`, ``inner_loss`` (REINFORCE loss
-        of theta on the first pre-update batch), ``inner_kl`` (where it adapts: how far the adaptation
-        moves the policy, :meth:`_inner_kl`), ``entropy`` (post-update policies on the valid
+        of theta on the first pre-update batch), ``adapt_kl`` (where it adapts: how far the adaptation
+        moves the policy, :meth:`_adapt_kl`), ``entropy`` (post-update policies on the valid
         states) and ``logp_gap`` (~0 when ``valid`` was sampled by those params; large
         when it was not: then the surrogate and the KL disagree about which policy is old);
         with a ``penalty``, also ``penalty`` (its value at theta_0, included in ``surrogate_*``).
@@ -94,7 +94,7 @@ class MAMLTRPO:
         problem = MetaProblem(self.policy, batch, self.inner, self.task_chunk)
         inner_loss = self._inner_loss(batch, theta)
         # before the step: theta shares its storage with the module, which an accepted step overwrites
-        inner_kl = self._inner_kl(batch, theta, value.post_params) if batch.train else None
+        adapt_kl = self._adapt_kl(batch, theta, value.post_params) if batch.train else None
 
         def line_objective(params: Params) -> tuple[torch.Tensor, torch.Tensor]:
             candidate = meta_objective(self.policy, params, batch, self.inner, old=value.old, chunk=self.task_chunk,
@@ -110,13 +110,13 @@ class MAMLTRPO:
                 for name, p in live.items():
                     p.copy_(new[name])
         metrics.update(inner_loss=inner_loss, entropy=value.entropy, logp_gap=value.logp_gap)
-        if inner_kl is not None:
-            metrics["inner_kl"] = inner_kl
+        if adapt_kl is not None:
+            metrics["adapt_kl"] = adapt_kl
         if self.penalty is not None:  # its value at theta_0 (surrogate_* include it)
             metrics["penalty"] = value.penalty
         return metrics
 
-    def _inner_kl(self, batch: MetaBatch, theta: Params, post: Params) -> float:
+    def _adapt_kl(self, batch: MetaBatch, theta: Params, post: Params) -> float:
         """Mean ``KL(pi_theta || pi_theta'_i)`` over the tasks (each a mean over its first pre-update batch's
         live states): how far the adaptation moves the policy. Near 0, little of the meta-gradient passes
         through the adaptation, and MAML trains much as the pretrained baseline does."""

@@ -8,9 +8,10 @@ or ``xavier``), or a checkpoint, ``PATH.pt`` (a trained policy, with the config 
 script samples N tasks (``--seed``: the tasks and the episodes' seeds, the same for every subject), takes the
 run's inner step on the pre-update episodes, and reports over their live states the mean
 ``KL(pi_theta || pi_theta')`` and, for a Gaussian policy, the mean ``|mu' - mu| / sigma`` (the mean
-action's move in standard deviations), with the returns before and after the step. A policy whose inner
-step barely moves it gets almost no meta-learning signal through the adaptation: its meta-gradient is
-then nearly the pretrained policy's.
+action's move in standard deviations), with the returns before and after the step, and the cosine between
+the meta-gradient (through the adaptation) and the gradient of the same post-update loss without it (the
+pretrained baseline's direction). A policy whose inner step barely moves it gets almost no meta-learning
+signal through the adaptation: its meta-gradient is then nearly the pretrained policy's (cosine near 1).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from metarl.maml import Params, detach_params, params_of
 from metarl.rl.adapt import adapt_on_episodes
 from metarl.rl.episodes import Episodes
 from metarl.rl.learner import RLLearner
+from metarl.rl.objective import MetaBatch, meta_batch, meta_objective
 from metarl.rl.policies import policy_distribution
+from metarl.trpo import flatten
 
 INITS = ("torch", "xavier")
 
@@ -51,6 +54,21 @@ def step_size(policy: nn.Module, theta: Params, fast: Params, episodes: Episodes
             moved = ((after.base_dist.loc - before.base_dist.loc).abs() / before.base_dist.scale).mean(-1)
             out["mean_shift_in_std"] = float((moved * masks).sum() / masks.sum())
     return out
+
+
+def gradient_alignment(learner: RLLearner, theta: Params, train: list[Episodes], valid: Episodes) -> float:
+    """The cosine between the meta-gradient at ``theta`` (the post-update loss on ``valid`` through the
+    adaptation on ``train``) and the gradient of the same loss with the adaptation left out (theta'_i = theta:
+    what a pretrained policy would follow)."""
+    batch = meta_batch(train, valid, learner.algo.advantages)
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in theta.items()}
+    grads = []
+    for b in (batch, MetaBatch((), batch.valid)):
+        loss = meta_objective(learner.module, leaves, b, learner.algo.inner).loss
+        g = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        grads.append(flatten([torch.zeros_like(p) if d is None else d
+                              for p, d in zip(leaves.values(), g, strict=True)]))
+    return float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0))
 
 
 def subject_config(subject: str, seed: int) -> tuple[Any, dict[str, torch.Tensor] | None]:
@@ -82,6 +100,7 @@ def measure(subject: str, n_tasks: int, seed: int) -> dict[str, Any]:
         fast = adapt_on_episodes(learner.module, theta, train[:1], learner.algo.inner, learner.algo.advantages)
         row = {"subject": subject, "init": cfg.policy.init, "inner_lr": cfg.inner.lr,
                **step_size(learner.module, theta, fast, train[0]),
+               "cos_meta_vs_pretrain_gradient": gradient_alignment(learner, theta, train, valid),
                "return_pre": float(train[0].returns().mean()), "return_post": float(valid.returns().mean())}
     finally:
         learner.close()
@@ -105,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(measure(subject, args.tasks, args.seed))
             r = rows[-1]
             shift = f"  mean |dmu|/sigma {r['mean_shift_in_std']:.4f}" if "mean_shift_in_std" in r else ""
-            print(f"{subject}: KL(pre || post) {r['kl']:.5f}{shift}  return {r['return_pre']:.1f} -> "
-                  f"{r['return_post']:.1f}", flush=True)
+            print(f"{subject}: KL(pre || post) {r['kl']:.5f}{shift}  cos(meta-gradient, without adaptation) "
+                  f"{r['cos_meta_vs_pretrain_gradient']:.4f}  return {r['return_pre']:.1f} -> {r['return_post']:.1f}",
+                  flush=True)
     except (ValueError, ConfigError) as err:
         print(f"inner_step: {err}", file=sys.stderr)
         return 2

@@ -71,8 +71,22 @@ def test_configs_and_a_checkpoint(tmp_path, script, capsys):
     rows = json.loads(out.read_text())["rows"]
     assert [r["init"] for r in rows] == ["torch", "xavier", "torch"]
     assert all(r["kl"] > 0 and r["mean_shift_in_std"] > 0 for r in rows)
+    assert all(-1 <= r["cos_meta_vs_pretrain_gradient"] <= 1 for r in rows)
     assert rows[0]["kl"] != rows[1]["kl"]  # another initial policy
     assert "KL(pre || post)" in capsys.readouterr().out
+
+
+def test_a_vanishing_step_leaves_the_pretrained_gradient(tmp_path, script):
+    """With a step that barely moves the policy the meta-gradient is the gradient without adaptation (cosine 1);
+    a real step turns it away."""
+    rows = []
+    for lr in (1e-7, 2.0):
+        cfg = tmp_path / f"lr{lr}.yaml"
+        cfg.write_text(yaml.safe_dump({**TINY_NAV, "inner": {**TINY_NAV["inner"], "lr": lr}}))
+        rows.append(script.measure(f"{cfg}:torch", 3, 1))
+    tiny, real = (r["cos_meta_vs_pretrain_gradient"] for r in rows)
+    assert rows[0]["kl"] < 1e-9 < rows[1]["kl"]
+    assert tiny == pytest.approx(1.0, abs=1e-4) and real < 0.99
 
 
 def test_bad_input_is_one_line(tmp_path, script, capsys):

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 
+from metarl.checkpoint import CheckpointError, load_checkpoint
 from metarl.config import ConfigError, config_from_dict, load_config
 from metarl.maml import Params, detach_params, params_of
 from metarl.rl.adapt import adapt_on_episodes
@@ -78,7 +79,7 @@ def subject_config(subject: str, seed: int) -> tuple[Any, dict[str, torch.Tensor
         path = Path(subject)
         if not path.is_file():
             raise ValueError(f"{subject}: no such checkpoint; pass PATH.pt or CONFIG:INIT")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
         return config_from_dict(state["config"], overrides), state["learner"]["model"]
     name, _, init = subject.rpartition(":")
     if not name or init not in INITS:
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{subject}: KL(pre || post) {r['kl']:.5f}{shift}  cos(meta-gradient, without adaptation) "
                   f"{r['cos_meta_vs_pretrain_gradient']:.4f}  return {r['return_pre']:.1f} -> {r['return_post']:.1f}",
                   flush=True)
-    except (ValueError, ConfigError) as err:
+    except (ValueError, ConfigError, CheckpointError) as err:
         print(f"inner_step: {err}", file=sys.stderr)
         return 2
     if args.out:

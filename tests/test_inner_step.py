@@ -94,5 +94,8 @@ def test_bad_input_is_one_line(tmp_path, script, capsys):
     assert "CONFIG:INIT" in capsys.readouterr().err
     assert script.main([str(tmp_path / "none.pt")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert script.main([str(tmp_path / "junk.pt")]) == 2
+    assert "not a metarl checkpoint" in capsys.readouterr().err
     assert script.main(["ant_dir:torch", "--tasks", "0"]) == 2
     assert "at least 1 task" in capsys.readouterr().err

@@ -78,8 +78,7 @@ def test_loads_shapes_classes_and_pixels(root: Path) -> None:
     assert [mi.load_split(s, root).images.shape[0] for s in ("val", "test")] == [3, 5]
 
 
-def test_cache_is_memory_mapped_and_reused(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("METARL_CACHE", raising=False)  # the cache under the data root, not the user's
+def test_cache_is_memory_mapped_and_reused(root: Path) -> None:
     mi.load_split("val", root)
     npy = root / "miniimagenet" / "cache" / "val_84.npy"
     stamp = npy.stat().st_mtime_ns

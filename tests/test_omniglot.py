@@ -153,8 +153,7 @@ def test_nearest_matches_the_reference_codes_resize() -> None:
 
 
 @needs_data
-def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("METARL_CACHE", raising=False)  # the cache under the data root, not the user's
+def test_cache_is_reused_and_rebuilt_when_the_source_changes(tmp_path: Path) -> None:
     folder = tmp_path / "omniglot"
     folder.mkdir()
     zip_path = folder / f"{SMALL}.zip"
@@ -197,8 +196,7 @@ def test_rotation_classes_are_rot90_of_the_arrays(small_set: tuple[Path, og.Omni
 
 
 # ---------------------------------------------------------------------------- errors
-def test_missing_data_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("METARL_CACHE", raising=False)  # a user's cache must not supply the missing data
+def test_missing_data_says_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(dl.DatasetNotFoundError) as e:
         og.load_set("images_background", tmp_path / "nowhere")
     msg = str(e.value)

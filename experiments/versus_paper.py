@@ -26,10 +26,11 @@ def paired(ours: np.ndarray, paper: np.ndarray) -> str:
     return f"{row['mean']:+7.1f} ± {row['ci95']:4.1f}"
 
 
-def _label(path: str) -> str:
-    """A run's column: its run directory's name for ``RUN/eval.json``, else the file's name."""
-    p = Path(path)
-    return p.parent.name if p.name == "eval.json" else p.name
+def _labels(paths: list[str]) -> list[str]:
+    """Each run's column: its run directory's name (the file's parent), or the file's name where two files
+    share a directory."""
+    parents = [Path(p).parent.name for p in paths]
+    return parents if len(set(parents)) == len(parents) else [Path(p).name for p in paths]
 
 
 def compare(bench: str, runs: list[tuple[str, dict]]) -> list[str]:
@@ -41,7 +42,7 @@ def compare(bench: str, runs: list[tuple[str, dict]]) -> list[str]:
     curves = [np.asarray(r["per_task"])[: len(paper)] for _, r in runs]
     steps = min(len(paper), *(len(c) for c in curves))
     lines = [f"{bench} ({len(runs)} run{'s' * (len(runs) > 1)}; paper: {ref['protocol']})",
-             "steps  paper     " + "".join(f"{_label(name)[-22:]:>24s}" for name, _ in runs)
+             "steps  paper     " + "".join(f"{label[-22:]:>24s}" for label in _labels([name for name, _ in runs]))
              + ("      mean of runs   ours - paper (paired)" if len(runs) > 1 else "   ours - paper (paired)")]
     for k in range(steps):
         mean = np.mean([c[k] for c in curves], axis=0)

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from metarl.cli import main
+from tests.scripts import load_experiment
 from tests.test_rl_average import TINY_NAV
 
 torch.set_num_threads(1)
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "fisher_check.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("fisher_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("fisher_check")
 
 
 def test_strategies_on_one_meta_batch(tmp_path, script):

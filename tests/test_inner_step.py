@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,18 +13,15 @@ from metarl.cli import main as metarl_main
 from metarl.maml import params_of
 from metarl.rl.episodes import Episodes
 from metarl.rl.policies import GaussianMLPPolicy
+from tests.scripts import load_experiment
 from tests.test_rl_average import TINY_NAV
 
 torch.set_num_threads(1)
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "inner_step.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("inner_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("inner_step")
 
 
 def _episodes(n: int, t: int = 5, b: int = 3, obs_dim: int = 3) -> Episodes:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,18 +12,15 @@ import yaml
 
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
+from tests.scripts import load_experiment
 from tests.test_rl_average import TINY_NAV
 
 torch.set_num_threads(1)
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "iterate_averages.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("iterate_averages", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("iterate_averages")
 
 
 def write_cfg(path: Path, **over) -> Path:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "run_cost.py"
+from tests.scripts import load_experiment
+
 HEADER = "iteration,time/sample_s,time/update_s,train/env_steps,time/elapsed_s,val/return_post\n"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("run_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("run_cost")
 
 
 @pytest.fixture

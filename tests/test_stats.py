@@ -15,6 +15,7 @@ from metarl.config import config_from_dict
 from metarl.evaluate import pool_runs
 from metarl.stats import iqm, stratified_bootstrap_ci
 from metarl.training import train
+from tests.scripts import load_experiment
 
 torch.set_num_threads(1)
 
@@ -287,13 +288,7 @@ def test_pool_official_closed_cases_and_refusals():
 
 
 def _paper_data_script():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "experiments" / "paper_figure5_data.py"
-    spec = importlib.util.spec_from_file_location("paper_figure5_data", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("paper_figure5_data")
 
 
 def test_the_paper_figure5_data_script_summarises_the_authors_pickles(tmp_path):
@@ -368,14 +363,9 @@ def test_paper_reference_finds_the_benchmark_and_figure5_draws_it(tmp_path, monk
 def test_versus_paper_pairs_our_returns_with_the_papers_goal_for_goal(tmp_path, capsys):
     """An evaluation on the paper's goals that scores each goal 5 above the paper's: the paired difference is
     +5.0 with no spread; two runs (+5 and +1) average goal by goal (+3.0); anything else is refused."""
-    import importlib.util
-
     from metarl.evaluate import paper_reference
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "versus_paper.py"
-    spec = importlib.util.spec_from_file_location("versus_paper", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_experiment("versus_paper")
     paper = np.asarray(paper_reference("halfcheetah_vel")["maml"]["per_task"])
     files = []
     for i, shift in enumerate((5.0, 1.0)):

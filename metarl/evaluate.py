@@ -405,7 +405,9 @@ def plot_panels(results: Sequence[dict[str, Any]], path: str | Path, *, paper: b
                         color=palette[0] if name == "maml" else color.get(name, "grey"))
         axis_labels(ax, runs[0]["metric"])
         seeds = f"{len(runs)} runs" if len(runs) > 1 else "1 run"
-        ax.set_title(f"{bench}\n{runs[0]['n_tasks']} held-out tasks, {seeds}", fontsize=9)
+        n = runs[0]["n_tasks"]
+        tasks = f"the paper's {n} tasks" if runs[0].get("task_set") == "finn2017" else f"{n} held-out tasks"
+        ax.set_title(f"{bench}\n{tasks}, {seeds}", fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -238,6 +238,22 @@ def test_figure5_draws_the_oracle_flat_and_labels_a_baseline_step_size(tmp_path,
     assert drawn["MAML"][1] == [-100.0, -90.0, -80.0, -70.0]
 
 
+def test_figure5_names_the_papers_goals_in_a_panel_title(tmp_path, monkeypatch):
+    """A panel of evaluations on the paper's goals (``--task-set finn2017``) says so; others say held-out."""
+    import matplotlib.axes
+
+    from metarl.evaluate import plot_panels
+
+    titles: list[str] = []
+    real = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, t, *a, **k: (titles.append(t), real(self, t, *a, **k))[1])
+    maml = [{"step": k, "mean": float(k), "ci95": 1.0} for k in range(2)]
+    run = {"benchmark": "cheetah", "metric": "return", "n_tasks": 40, "by_step": maml, "baselines": {}}
+    plot_panels([{**run, "task_set": "finn2017"}, {**run, "benchmark": "ant"}], tmp_path / "f5.png")
+    assert titles == ["cheetah\nthe paper's 40 tasks, 1 run", "ant\n40 held-out tasks, 1 run"]
+
+
 def _official(rates: dict[str, float], *, iteration: int = 20, ret: float = 100.0, **settings) -> dict:
     base = {"num_evals": 10, "adaptation_steps": 1, "adaptation_episodes": 10, "evaluation_episodes": 3,
             "meta_batch_size": 20, "total_tasks_per_cls": 40, "max_episode_steps": None, "seed": 0,

@@ -1,5 +1,6 @@
 """What a reported result cost: environment steps, training wall time, and the meta-iteration's time split into
-sampling and update, read from the runs' ``metrics.csv`` (RESULTS.md, "What each result cost").
+sampling and update, read from the runs' ``metrics.csv`` (RESULTS.md, "AntDir on the paper's goals, and what
+each result cost").
 
   python experiments/run_cost.py SUBJECT [SUBJECT ...]
 
@@ -20,9 +21,9 @@ import sys
 from pathlib import Path
 
 
-def _float(row: dict[str, str], key: str) -> float | None:
-    value = row.get(key, "")
-    return float(value) if value not in ("", None) else None
+def _float(row: dict[str, str], key: str) -> float:
+    """A logged value, 0.0 where the column is empty or absent (an older run's metrics lack some)."""
+    return float(row.get(key) or 0.0)
 
 
 def cost(run: Path, upto: int | None = None) -> dict[str, float]:
@@ -34,15 +35,15 @@ def cost(run: Path, upto: int | None = None) -> dict[str, float]:
         raise ValueError(f"{run} has no logged iteration{'' if upto is None else f' up to {upto}'}")
     wall, previous = 0.0, 0.0
     for row in rows:
-        elapsed = _float(row, "time/elapsed_s") or 0.0
+        elapsed = _float(row, "time/elapsed_s")
         if elapsed < previous:  # a resume restarted the clock: bank the segment that ended
             wall += previous
         previous = elapsed
     wall += previous
     n = len(rows)
-    sample = sum(_float(r, "time/sample_s") or 0.0 for r in rows) / n
-    update = sum(_float(r, "time/update_s") or 0.0 for r in rows) / n
-    return {"iteration": int(rows[-1]["iteration"]), "env_steps": _float(rows[-1], "train/env_steps") or 0.0,
+    sample = sum(_float(r, "time/sample_s") for r in rows) / n
+    update = sum(_float(r, "time/update_s") for r in rows) / n
+    return {"iteration": int(rows[-1]["iteration"]), "env_steps": _float(rows[-1], "train/env_steps"),
             "wall_s": wall, "sample_s": sample, "update_s": update, "other_s": max(wall / n - sample - update, 0.0)}
 
 

@@ -296,6 +296,12 @@ class AntGoalEnv(_LocomotionTaskMixin, AntEnv):
     term (about -2 per step) as the paper's constant 1 does for AntVel, so that falling early
     pays less. The default task is ``goal = (1.5, 0)``.
 
+    ``terminate_when_unhealthy=False`` (Gymnasium's argument; ``ant_goal.yaml`` sets it): the episode
+    runs its 200 steps after a fall, as in ProMP's and PEARL's Ant goal envs, and the healthy reward is
+    paid only while healthy. With the end on falling, a step far from the goal pays less than 0, so a
+    policy gains by falling early; a MAML run did just that (RESULTS, "AntGoal: a policy that learned
+    to fall").
+
     ``oracle=True``: the observation ends with the goal ``(x, y)`` (107 floats); the oracle
     baseline (as in the paper's other tasks) sees the goal.
     """

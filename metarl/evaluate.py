@@ -4,7 +4,7 @@ Output schema (DESIGN.md)::
 
     {"benchmark": str, "metric": "return"|"mse"|"accuracy", "n_tasks": N,
      "by_step": [{"step": k, "mean": float, "ci95": float}, ...],
-     "baselines": {name: {"by_step": [...]}, ...}, ...,
+     "baselines": {name: {"by_step": [...], "per_task": [...]}, ...}, ...,  # RL baselines: per_task too
      "tasks": [task] * N,  # RL: each held-out task's parameters, e.g. {"velocity": 1.3}
      "per_task": [[float] * N] * (K + 1)}
 

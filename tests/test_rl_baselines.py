@@ -183,6 +183,9 @@ def test_evaluate_set_test_lr_after_first_keeps_the_first_step_and_halves_the_la
     plain, later = ([s["mean"] for s in o["by_step"]] for o in outs)
     assert plain[:2] == later[:2] and plain[2:] != later[2:]
     assert [s["mean"] for s in outs[1]["baselines"]["same"]["by_step"]] == later
+    # each baseline's per-goal returns, in the run's task order, for paired comparisons
+    assert outs[1]["baselines"]["same"]["per_task"] == outs[1]["per_task"]
+    assert np.asarray(outs[1]["baselines"]["random"]["per_task"]).shape == (4, 3)
     assert outs[1]["overrides"] == {"test_lr_after_first": 0.5}
 
 

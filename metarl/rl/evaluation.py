@@ -199,6 +199,12 @@ def env_kwargs_with_defaults(env_id: str, kwargs: dict[str, Any]) -> dict[str, A
     return {**defaults, **spec.kwargs, **kwargs}
 
 
+def _scores(curve: torch.Tensor) -> dict[str, Any]:
+    """A baseline's entry in the evaluation JSON: its summary by step and its return on each held-out task,
+    in the run's task order, so that the run and the baseline can be compared goal for goal (paired)."""
+    return {"by_step": summarize(curve), "per_task": curve.tolist()}
+
+
 def _baseline_curve(cfg: RLConfig, name: str, state: dict[str, Any], tasks: list[dict], steps: int,
                     sampler: Any, seed: int, lr: float | None = None) -> torch.Tensor:
     """A baseline run's curve on the same tasks, adapted with the evaluated run's inner loop (same
@@ -264,12 +270,10 @@ def evaluate_rl(
             random_policy = seeded_policy(cfg, seed + 20_011, env)
             rcfg = dataclasses.replace(cfg, inner=dataclasses.replace(cfg.inner, lr=lrs["random"])) if "random" in lrs \
                 else cfg
-            out["random"] = {"by_step": summarize(
-                adaptation_returns(rcfg, random_policy, tasks, steps=steps, sampler=sampler, seed=seed,
-                                   desc="evaluate random"))}
+            out["random"] = _scores(adaptation_returns(rcfg, random_policy, tasks, steps=steps, sampler=sampler,
+                                                       seed=seed, desc="evaluate random"))
         for name, state in baselines.items():
-            out[name] = {"by_step": summarize(_baseline_curve(cfg, name, state, tasks, steps, sampler, seed,
-                                                              lr=lrs.get(name)))}
+            out[name] = _scores(_baseline_curve(cfg, name, state, tasks, steps, sampler, seed, lr=lrs.get(name)))
         for name, lr in lrs.items():
             out[name]["inner_lr"] = lr
         result = {"metric": "return", "by_step": summarize(curve), "baselines": out,

@@ -180,6 +180,16 @@ def _label(result: dict[str, Any]) -> str:
     return LABELS.get(result.get("algorithm", "maml"), str(result.get("algorithm")))
 
 
+def _paired_rows(result: dict[str, Any]) -> list[tuple[str, list[dict[str, float]]]]:
+    """For each baseline with per-task scores (RL): the run minus the baseline, task by task, summarised as a
+    step is (mean and 95% interval of the per-task differences): tighter than comparing two means over tasks
+    that differ widely in difficulty."""
+    run = torch.as_tensor(result.get("per_task", []), dtype=torch.float64)
+    return [(f"{_label(result)} - {name}, paired", summarize(run - torch.as_tensor(b["per_task"], dtype=torch.float64)))
+            for name, b in result["baselines"].items()
+            if "per_task" in b and tuple(torch.as_tensor(b["per_task"]).shape) == tuple(run.shape)]
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The paper's kind of table: metric (mean +/- 95% CI) after each number of steps, per model."""
     rows = [(_label(result), result["by_step"])]
@@ -188,6 +198,7 @@ def format_table(result: dict[str, Any]) -> str:
     head = f"{result['metric']} on {result['n_tasks']} held-out tasks ({result['benchmark']}, it {result['iteration']})"
     if "success" in result:  # Meta-World: the run's success rate by step
         rows.append(("success", result["success"]))
+    rows += _paired_rows(result)
     width = max(12, *(len(name) + 2 for name, _ in rows))
     lines = [head, "steps".ljust(width) + "".join(f"{k:>18d}" for k in steps)]
     for name, by_step in rows:

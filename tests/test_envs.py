@@ -220,28 +220,34 @@ def test_ant_reward_from_state(env_id: str, gymnasium_weights: bool) -> None:
     assert contact_seen
 
 
+def _step_after_a_fall(env: gym.Env) -> tuple[float, bool, bool, dict]:
+    """One zero-action step from a state with the torso above the healthy range [0.2, 1.0], at rest (from
+    below it the ground pushes the torso back within 0.05 s)."""
+    base = env.unwrapped
+    env.reset(seed=0, options={"task": {"goal": (2.0, 0.0)}})
+    qpos, qvel = base.data.qpos.copy(), base.data.qvel.copy()
+    qpos[2] = 1.5
+    base.set_state(qpos, np.zeros_like(qvel))
+    _, reward, terminated, truncated, info = env.step(np.zeros(8))
+    assert not base.is_healthy
+    return reward, terminated, truncated, info
+
+
 def test_ant_goal_config_runs_on_after_a_fall() -> None:
     """ant_goal.yaml's env does not end the episode when the ant is unhealthy (a step far from the goal pays
-    below 0, so an end on falling rewards falling) and pays no healthy reward while unhealthy."""
+    below 0, so an end on falling rewards falling) and pays no healthy reward while unhealthy; the bare env
+    keeps Gymnasium's end on falling."""
     from metarl.config import load_config
     from metarl.rl.build import make_env
 
-    env = make_env(load_config("ant_goal"))
-    try:
-        base = env.unwrapped
-        env.reset(seed=0, options={"task": {"goal": (2.0, 0.0)}})
-        qpos, qvel = base.data.qpos.copy(), base.data.qvel.copy()
-        qpos[2] = 0.1  # torso below the healthy range [0.2, 1.0]
-        base.set_state(qpos, qvel)
-        _, reward, terminated, truncated, info = env.step(np.zeros(8))
-        assert not base.is_healthy
-        assert not terminated and not truncated
-        assert info["reward_survive"] == 0.0
-        assert reward == pytest.approx(reward_terms(info), abs=1e-12)
-    finally:
-        env.close()
-    fresh = gym.make("metarl/AntGoal-v0")  # the env's own default stays Gymnasium's: end on falling
-    assert fresh.unwrapped._terminate_when_unhealthy
+    for env, ends in ((make_env(load_config("ant_goal")), False), (gym.make("metarl/AntGoal-v0"), True)):
+        try:
+            reward, terminated, truncated, info = _step_after_a_fall(env)
+            assert terminated == ends and not truncated
+            assert info["reward_survive"] == 0.0
+            assert reward == pytest.approx(reward_terms(info), abs=1e-12)
+        finally:
+            env.close()
 
 
 def test_ant_contact_forces_in_observation_are_nonzero() -> None:

@@ -14,6 +14,7 @@ import metarl.rl.build as build
 from metarl.checkpoint import load_checkpoint
 from metarl.cli import main
 from metarl.config import config_from_dict
+from metarl.evaluate import format_table
 from metarl.rl.evaluation import jsonable_task
 from metarl.rl.learner import RLLearner
 from metarl.training import train
@@ -186,6 +187,13 @@ def test_evaluate_set_test_lr_after_first_keeps_the_first_step_and_halves_the_la
     # each baseline's per-goal returns, in the run's task order, for paired comparisons
     assert outs[1]["baselines"]["same"]["per_task"] == outs[1]["per_task"]
     assert np.asarray(outs[1]["baselines"]["random"]["per_task"]).shape == (4, 3)
+    # the printed table pairs the run with each baseline task by task: a baseline that is the run is 0 ± 0
+    table = format_table(outs[1]).splitlines()
+    same = next(line for line in table if line.startswith("MAML - same, paired")).split()[4:]
+    assert [float(v) for v in same[::3]] == [0.0] * 4 and [float(v) for v in same[2::3]] == [0.0] * 4
+    rand = next(line for line in table if line.startswith("MAML - random, paired")).split()[4::3]
+    expected = np.mean(np.asarray(outs[1]["per_task"]) - np.asarray(outs[1]["baselines"]["random"]["per_task"]), 1)
+    np.testing.assert_allclose([float(v) for v in rand], expected, rtol=1e-3, atol=1e-3)
     assert outs[1]["overrides"] == {"test_lr_after_first": 0.5}
 
 

@@ -185,9 +185,12 @@ def _paired_rows(result: dict[str, Any]) -> list[tuple[str, list[dict[str, float
     step is (mean and 95% interval of the per-task differences): tighter than comparing two means over tasks
     that differ widely in difficulty."""
     run = torch.as_tensor(result.get("per_task", []), dtype=torch.float64)
-    return [(f"{_label(result)} - {name}, paired", summarize(run - torch.as_tensor(b["per_task"], dtype=torch.float64)))
-            for name, b in result["baselines"].items()
-            if "per_task" in b and tuple(torch.as_tensor(b["per_task"]).shape) == tuple(run.shape)]
+    rows = []
+    for name, b in result["baselines"].items():
+        base = torch.as_tensor(b.get("per_task", []), dtype=torch.float64)
+        if base.numel() and base.shape == run.shape:
+            rows.append((f"{_label(result)} - {name}, paired", summarize(run - base)))
+    return rows
 
 
 def format_table(result: dict[str, Any]) -> str:

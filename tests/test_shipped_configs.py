@@ -1,7 +1,8 @@
 """Configs shipped in the package, by name: ``base:`` inheritance, ``metarl configs``, ``metarl config show``.
 
 ``tests/fixtures/configs_before_base/`` holds the configs as they were before inheritance (one full file
-each, ``experiments/configs/`` at commit 546c8f7); every shipped config must resolve to exactly what its
+each, ``experiments/configs/`` at commit 546c8f7, except the Omniglot query counts, since set to the papers'
+code: as many query as support examples per class); every shipped config must resolve to exactly what its
 old file gave.
 """
 

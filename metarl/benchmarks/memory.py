@@ -1,7 +1,8 @@
 """Peak memory of one second-order meta-iteration, with and without gradient checkpointing.
 
 The setting of the MAML paper's Omniglot 20-way 1-shot runs (Finn et al. 2017, arXiv 1703.03400,
-sec. 5.2 and appendix A.1; ``omniglot_20w1s.yaml``): 15 query examples per class, meta-batch 16
+sec. 5.2 and appendix A.1; ``omniglot_20w1s.yaml``) but with 15 query examples per class (the
+config, as the paper's code, has one; 15 holds more activations, the case memory matters in), meta-batch 16
 (vmapped 4 tasks at a time, the config's ``task_chunk``), 5 inner steps at lr 0.1, second order,
 the 4-block conv net with 64 filters, Adam. Each variant runs in a fresh process (peak resident
 memory never decreases within one), through :class:`~metarl.fewshot.learner.SupervisedMAML`'s

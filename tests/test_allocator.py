@@ -28,8 +28,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
 def test_freed_blocks_are_reused_without_faulting_their_pages_in_again():
-    """70 more rounds fault 70 blocks' pages in again by default, and (after a few blocks of warm-up,
-    the same for 10 rounds as for 80) next to none with the memory kept."""
+    """70 more rounds fault 70 blocks' pages in again by default, and next to none with the memory kept:
+    a few blocks of warm-up, which glibc spreads over more or fewer rounds (4 blocks after 10 rounds and
+    8 after 80 in one CI run, 4 and 4 in most), so the bound is 16 blocks, well under the default's 70."""
     faults = {}
     for mode in ("default", "keep"):
         for rounds in (10, 80):
@@ -38,7 +39,7 @@ def test_freed_blocks_are_reused_without_faulting_their_pages_in_again():
             faults[mode, rounds] = int(out.stdout)
     block = 16 * 2**20 * 4 // 4096  # one 64 MiB block, in 4 KiB pages
     assert faults["default", 80] - faults["default", 10] > 50 * block
-    assert faults["keep", 80] - faults["keep", 10] < 4 * block
+    assert faults["keep", 80] - faults["keep", 10] < 16 * block
     assert faults["keep", 80] < faults["default", 80] / 5
 
 

@@ -210,6 +210,9 @@ class DatasetConfig:
     shots: int = positive(1, "K support examples per class")
     query: int = positive(15, "query examples per class")
     augment_rotations: bool = _f(True, "new meta-training classes from 90/180/270 degree rotations")
+    augment_shift: int = nonneg(0, "meta-training only: move images by up to N whole pixels each way (0: off)")
+    augment_sets: str = choice("query", "images augment_shift moves: query (Ni et al. 2021) or both sets",
+                               ["query", "both"])
     max_classes: int = nonneg(0, "use only the first N meta-training classes (0: all; for quick tests)")
     cache_dir: str | None = _f(None, "decoded-array cache (else $METARL_CACHE, else <root>/<dataset>/cache)")
     resample: str = choice("lanczos", "Omniglot resize filter", ["lanczos", "box", "nearest"])

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from metarl.config import ClassificationConfig
-from metarl.fewshot.episodes import FewShotTasks
+from metarl.fewshot.episodes import FewShotTasks, ShiftedTasks
 from metarl.fewshot.models import build_classifier
 
 _CACHE: dict[tuple, FewShotTasks] = {}
@@ -108,7 +108,9 @@ def classification_parts(cfg: ClassificationConfig) -> tuple[Callable[[], nn.Mod
                                 downsample=cfg.model.downsample,
                                 bn_steps=cfg.inner.steps if cfg.mamlpp.bn_per_step else 0)
 
-    train = _tasks(cfg, "trainval")
+    train: Any = _tasks(cfg, "trainval")
+    if cfg.dataset.augment_shift:
+        train = ShiftedTasks(train, cfg.dataset.augment_shift, cfg.dataset.augment_sets)
     val = _FixedEpisodes(_tasks(cfg, "val"))
     test = _FixedEpisodes(_tasks(cfg, "test"))
     return factory, train, val, test

@@ -198,6 +198,10 @@ class SinusoidConfig(CommonConfig):
 
 
 # ---------------------------------------------------------------------------- classification
+#: The episode sets ``dataset.augment_shift`` may move (:class:`metarl.fewshot.episodes.ShiftedTasks`).
+SHIFT_SETS = ("query", "both")
+
+
 @dataclass
 class DatasetConfig:
     """An N-way K-shot image dataset."""
@@ -212,7 +216,7 @@ class DatasetConfig:
     augment_rotations: bool = _f(True, "new meta-training classes from 90/180/270 degree rotations")
     augment_shift: int = nonneg(0, "meta-training only: move images by up to N whole pixels each way (0: off)")
     augment_sets: str = choice("query", "images augment_shift moves: query (Ni et al. 2021) or both sets",
-                               ["query", "both"])
+                               SHIFT_SETS)
     max_classes: int = nonneg(0, "use only the first N meta-training classes (0: all; for quick tests)")
     cache_dir: str | None = _f(None, "decoded-array cache (else $METARL_CACHE, else <root>/<dataset>/cache)")
     resample: str = choice("lanczos", "Omniglot resize filter", ["lanczos", "box", "nearest"])

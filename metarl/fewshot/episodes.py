@@ -23,9 +23,10 @@ costs more per meta-batch than the gather itself; 8-bit Omniglot arrays make the
 cheap: 75 MB for the paper's 1200 characters.)
 
 Image augmentation by translation (:class:`ShiftedTasks`, off in the paper's configs) moves
-each training image by a random whole number of pixels, filling with zeros (Omniglot's
-background), in the spirit of Ni et al. 2021 ("Data Augmentation for Meta-Learning", ICML), who found augmenting the
-query set the most useful place for it. Validation and test episodes are never shifted.
+each meta-training query image (or every image) by a random whole number of pixels, filling
+with zeros (Omniglot's background). Ni et al. 2021 ("Data Augmentation for Meta-Learning",
+ICML) found the query set the most useful place to augment. Validation and test episodes are
+never shifted.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from metarl.config import SHIFT_SETS
 from metarl.fewshot.tasks import TaskBatch
 
 
@@ -219,10 +221,6 @@ def shift_images(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     rows = (off[:, 0:1] + torch.arange(h))[:, :, None]  # [n, h, 1]
     cols = (off[:, 1:2] + torch.arange(w))[:, None, :]  # [n, 1, w]
     return padded[torch.arange(n)[:, None, None], rows, cols].reshape(*lead, h, w)
-
-
-#: The sets :class:`ShiftedTasks` may shift.
-SHIFT_SETS = ("query", "both")
 
 
 @dataclass(frozen=True, eq=False)

@@ -20,6 +20,12 @@ clip_ctrl_cost: true}``): rllab's ``half_cheetah.xml`` has the same ``timestep =
 skip, so its 200 steps last 2 s where Gymnasium's (``frame_skip = 5``) last 10 s; and rllab clips the
 action to the box before the control cost (``normalize`` and the env's ``step``), where Gymnasium
 charges the raw sample. ``frame_skip`` is Gymnasium's own keyword; ``clip_ctrl_cost`` is ours.
+
+A training-only term for the half-cheetahs (``env.kwargs: {pitch_cost_weight: w, pitch_limit: l}``, off by
+default): ``-w * max(0, |pitch| - l)``, the torso's pitch (``qpos[2]``, radians) beyond ``l``, reported as
+``info["reward_pitch"]``. Some seeds' adapted policies rear up past vertical to run fast and stall near 1 m/s
+(RESULTS.md, "HalfCheetahVel: a seed that rears up"); the term makes that gait cost during meta-training.
+Evaluation scores the paper's reward with ``--set env.kwargs.pitch_cost_weight=0``.
 """
 
 from __future__ import annotations
@@ -90,6 +96,17 @@ class _LocomotionTaskMixin(TaskEnvMixin):
             structure = self.observation_structure  # type: ignore[attr-defined]
             self.observation_structure = {**structure, "task": task_space.dim}
 
+    _pitch_cost: tuple[float, float] = (0.0, 1.0)  # (weight, limit): off unless a half-cheetah sets it
+
+    def _set_pitch_cost(self, weight: float, limit: float) -> None:
+        """Charge ``weight`` per radian of the torso's pitch beyond ``limit`` (see the module docstring)."""
+        name = type(self).__name__
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0 or weight == np.inf:
+            raise TypeError(f"{name}: pitch_cost_weight must be a number >= 0 (0 turns it off), got {weight!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit < np.inf:
+            raise TypeError(f"{name}: pitch_limit must be a positive number of radians, got {limit!r}")
+        self._pitch_cost = (float(weight), float(limit))
+
     def _get_obs(self) -> np.ndarray:
         return self._oracle_obs(super()._get_obs())  # type: ignore[misc]
 
@@ -112,6 +129,10 @@ class _LocomotionTaskMixin(TaskEnvMixin):
         params = self.task_space.params([self._task])[0]
         xy = self.data.qpos[:2]  # type: ignore[attr-defined]
         terms = {"reward_task": float(self.task_space.reward(params, x_velocity, xy)), **terms}
+        weight, limit = self._pitch_cost
+        if weight:
+            pitch = float(self.data.qpos[2])  # type: ignore[attr-defined]
+            terms["reward_pitch"] = -weight * max(0.0, abs(pitch) - limit)
         return sum(terms.values()), terms
 
 
@@ -134,6 +155,7 @@ class HalfCheetahVelEnv(_LocomotionTaskMixin, HalfCheetahEnv):
     rllab's observation also held the torso's x position; Gymnasium's
     ``exclude_current_positions_from_observation=False`` keeps the root's x (18 floats). With it
     MAML adapted worse on the paper's goals (RESULTS.md, "The paper's test-time step sizes").
+    ``pitch_cost_weight``, ``pitch_limit``: the training-only pitch cost of the module docstring (off).
     """
 
     def __init__(
@@ -144,11 +166,14 @@ class HalfCheetahVelEnv(_LocomotionTaskMixin, HalfCheetahEnv):
         ctrl_cost_weight: float = 0.05,
         oracle: bool = False,
         clip_ctrl_cost: bool = False,
+        pitch_cost_weight: float = 0.0,
+        pitch_limit: float = 1.0,
         **kwargs: Any,
     ) -> None:
         with _half_cheetah_model():
             HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
         self._setup(VelocityTasks(*map(float, velocity_range)), task, kwargs, oracle, clip_ctrl_cost)
+        self._set_pitch_cost(pitch_cost_weight, pitch_limit)
         utils.EzPickle.__init__(
             self,
             task,
@@ -156,6 +181,8 @@ class HalfCheetahVelEnv(_LocomotionTaskMixin, HalfCheetahEnv):
             ctrl_cost_weight=ctrl_cost_weight,
             oracle=oracle,
             clip_ctrl_cost=clip_ctrl_cost,
+            pitch_cost_weight=pitch_cost_weight,
+            pitch_limit=pitch_limit,
             **kwargs,
         )
 
@@ -172,7 +199,8 @@ class HalfCheetahDirEnv(_LocomotionTaskMixin, HalfCheetahEnv):
 
     Departures: Gymnasium's v5 model on current MuJoCo rather than rllab's; the default
     task is ``d = +1``. ``frame_skip=1, clip_ctrl_cost=True``: rllab's timing (200 steps of 0.01 s)
-    and control cost (of the clipped action).
+    and control cost (of the clipped action). ``pitch_cost_weight``, ``pitch_limit``: the training-only
+    pitch cost of the module docstring (off).
     """
 
     def __init__(
@@ -182,13 +210,17 @@ class HalfCheetahDirEnv(_LocomotionTaskMixin, HalfCheetahEnv):
         ctrl_cost_weight: float = 0.05,
         oracle: bool = False,
         clip_ctrl_cost: bool = False,
+        pitch_cost_weight: float = 0.0,
+        pitch_limit: float = 1.0,
         **kwargs: Any,
     ) -> None:
         with _half_cheetah_model():
             HalfCheetahEnv.__init__(self, ctrl_cost_weight=ctrl_cost_weight, **kwargs)
         self._setup(DirectionTasks(), task, kwargs, oracle, clip_ctrl_cost)
+        self._set_pitch_cost(pitch_cost_weight, pitch_limit)
         utils.EzPickle.__init__(
-            self, task, ctrl_cost_weight=ctrl_cost_weight, oracle=oracle, clip_ctrl_cost=clip_ctrl_cost, **kwargs
+            self, task, ctrl_cost_weight=ctrl_cost_weight, oracle=oracle, clip_ctrl_cost=clip_ctrl_cost,
+            pitch_cost_weight=pitch_cost_weight, pitch_limit=pitch_limit, **kwargs
         )
 
 

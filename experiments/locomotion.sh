@@ -33,7 +33,11 @@ if metarl configs | grep "^${task}_oracle " > /dev/null; then  # not -q: an earl
   train oracle "${task}_oracle"
   baselines+=(--baseline oracle="$out/oracle")
 fi
-metarl evaluate "$out/maml" --tasks 40 --steps 3 --seed "$eval_seed" "${baselines[@]}" \
+# Every evaluation scores the task's own reward: without the half-cheetahs' training-only pitch cost, where a
+# run was trained with it (--set env.kwargs.pitch_cost_weight=W; envs/locomotion.py).
+scoring=()
+case $task in halfcheetah_*) scoring=(--set env.kwargs.pitch_cost_weight=0) ;; esac
+metarl evaluate "$out/maml" --tasks 40 --steps 3 --seed "$eval_seed" "${baselines[@]}" ${scoring[@]+"${scoring[@]}"} \
   --out "$out/maml/eval-40.json" --plot "$out/maml/eval-40.png"
 # The paper's test scripts (maml_rl's maml_examples/test_maml_*.py): lr on the first step and a fraction
 # of it on each further one, and the baselines' own step sizes.
@@ -43,11 +47,12 @@ case $task in
   *) later=0.5; lrs=(--baseline-lr pretrained=0.2 --baseline-lr random=1.0) ;;
 esac
 metarl evaluate "$out/maml" --tasks 40 --steps 3 --seed "$eval_seed" "${baselines[@]}" "${lrs[@]}" \
-  --set test_lr_after_first=$later --out "$out/maml/eval-40-paper-steps.json" --plot "$out/maml/eval-40-paper-steps.png"
+  --set test_lr_after_first=$later ${scoring[@]+"${scoring[@]}"} --out "$out/maml/eval-40-paper-steps.json" --plot "$out/maml/eval-40-paper-steps.png"
 # And on the paper's own 40 goals (all but AntGoal, which the paper did not run), scored with its reward (rllab's
 # control cost of the clipped action), to pair with its per-goal returns.
 if [ "$task" != ant_goal ]; then
   metarl evaluate "$out/maml" --task-set finn2017 --steps 3 --seed "$eval_seed" "${baselines[@]}" "${lrs[@]}" \
-    --set test_lr_after_first=$later --set env.kwargs.clip_ctrl_cost=true --out "$out/maml/eval-finn2017.json"
+    --set test_lr_after_first=$later --set env.kwargs.clip_ctrl_cost=true ${scoring[@]+"${scoring[@]}"} \
+    --out "$out/maml/eval-finn2017.json"
   echo "against the paper, goal for goal: python experiments/versus_paper.py $out/maml/eval-finn2017.json"
 fi

@@ -41,8 +41,9 @@ EVAL_KEYS = frozenset({
 
 #: Keys that change how a return is scored, not the dynamics or the policy: the locomotion envs' control
 #: cost on the action clipped to the box (rllab's, so the paper's, reward) or on the raw sample
-#: (Gymnasium's). ``metarl evaluate --set`` applies them to the run and to every ``--baseline`` alike.
-SCORING_KEYS = frozenset({"env.kwargs.clip_ctrl_cost"})
+#: (Gymnasium's), and the half-cheetahs' training-only pitch cost (``pitch_cost_weight=0`` scores the
+#: paper's reward). ``metarl evaluate --set`` applies them to the run and to every ``--baseline`` alike.
+SCORING_KEYS = frozenset({"env.kwargs.clip_ctrl_cost", "env.kwargs.pitch_cost_weight"})
 
 
 def summarize(curve: torch.Tensor) -> list[dict[str, float]]:
@@ -154,14 +155,18 @@ def _check_baseline_lrs(cfg: Any, lrs: dict[str, float], names: set[str]) -> Non
 
 
 def _check_scoring(config: dict[str, Any], scoring: Sequence[tuple[str, Any]]) -> None:
-    """Refuse a scoring override that is not a boolean or that the run's env does not take."""
+    """Refuse a scoring override of the wrong type (``clip_ctrl_cost``: true or false; ``pitch_cost_weight``: a
+    number >= 0) or that the run's env does not take."""
     import metarl.envs  # noqa: F401  (registers the built-in envs whose defaults are looked up)
     from metarl.rl.evaluation import env_kwargs_with_defaults  # not at the top: it imports this module
 
     env_id = (config.get("env") or {}).get("id")
     for key, value in scoring:
-        if not isinstance(value, bool):
+        if key.endswith(".clip_ctrl_cost") and not isinstance(value, bool):
             raise ConfigError(f"--set {key}={value!r}: expected true or false")
+        if key.endswith(".pitch_cost_weight") and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf")):
+            raise ConfigError(f"--set {key}={value!r}: expected a number >= 0 (0 scores the paper's reward)")
         if env_id is None or key.rsplit(".", 1)[1] not in env_kwargs_with_defaults(env_id, {}):
             raise ConfigError(f"--set {key}: the run's env {env_id} has no such option; it applies to the "
                               "locomotion envs (HalfCheetah*, Ant*) only")

@@ -481,3 +481,41 @@ def test_a_physics_worker_imports_no_torch():
     code = "import sys, metarl.envs.physics, metarl; assert 'torch' not in sys.modules, 'torch imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("env_id", ["metarl/HalfCheetahVel-v0", "metarl/HalfCheetahDir-v0"])
+def test_half_cheetah_pitch_cost_charges_the_torso_pitch_beyond_the_limit(env_id: str) -> None:
+    """``pitch_cost_weight=w, pitch_limit=l`` adds ``-w * max(0, |qpos[2]| - l)`` after each step and changes
+    nothing else: the same states and actions as the env without it, the difference read off MuJoCo's
+    ``qpos[2]`` directly. The torso starts tipped past the limit, nose up and then nose down."""
+    w, limit = 2.0, 0.5
+    shaped = gym.make(env_id, frame_skip=1, pitch_cost_weight=w, pitch_limit=limit)
+    plain = gym.make(env_id, frame_skip=1)
+    rng = np.random.default_rng(5)
+    task = plain.unwrapped.sample_tasks(1, rng)[0]
+    charged = 0
+    for start_pitch in (1.3, -2.0, 0.0):
+        for env in (shaped, plain):
+            env.reset(seed=6, options={"task": task})
+            qpos, qvel = env.unwrapped.data.qpos.copy(), env.unwrapped.data.qvel.copy()
+            qpos[2] = start_pitch
+            env.unwrapped.set_state(qpos, qvel)
+        for _ in range(10):
+            action = rng.uniform(-1, 1, 6)
+            obs, reward, _, _, info = shaped.step(action)
+            obs_plain, reward_plain, _, _, info_plain = plain.step(action)
+            np.testing.assert_array_equal(obs, obs_plain)
+            pitch = shaped.unwrapped.data.qpos[2]
+            expected = -w * max(0.0, abs(pitch) - limit)
+            assert info["reward_pitch"] == pytest.approx(expected, abs=1e-12)
+            assert reward == pytest.approx(reward_plain + expected, abs=1e-12)
+            assert "reward_pitch" not in info_plain
+            charged += expected < 0
+        if start_pitch == 0.0:
+            assert info["reward_pitch"] == 0.0  # level: no charge
+    assert charged >= 10  # the tipped starts were charged
+    for bad, message in (({"pitch_cost_weight": -1.0}, "pitch_cost_weight must be a number >= 0"),
+                         ({"pitch_cost_weight": "1"}, "pitch_cost_weight must be a number >= 0"),
+                         ({"pitch_cost_weight": 1.0, "pitch_limit": 0}, "pitch_limit must be a positive number")):
+        with pytest.raises(TypeError, match=message):
+            gym.make(env_id, **bad)

@@ -258,6 +258,25 @@ def test_evaluate_set_scores_the_clipped_control_cost_on_run_and_baselines(tmp_p
     assert "expected true or false" in capsys.readouterr().err
 
 
+def test_evaluate_set_pitch_cost_weight_0_scores_a_pitch_shaped_run_with_the_papers_reward(tmp_path, capsys):
+    """A run trained with the half-cheetah's pitch cost is scored without it by `--set
+    env.kwargs.pitch_cost_weight=0`: the same episodes less a cost >= 0, so no task's return falls and some
+    rise; a negative weight is refused in one line."""
+    env = {"kwargs": {"frame_skip": 1, "pitch_cost_weight": 5.0, "pitch_limit": 0.02}}
+    run = train(tiny_cfg("metarl/HalfCheetahVel-v0", "hcp", env=env), logdir=tmp_path / "run", quiet=True)
+    outs = []
+    for extra in ([], ["--set", "env.kwargs.pitch_cost_weight=0"]):
+        out = tmp_path / f"eval-{len(extra)}.json"
+        assert main(["evaluate", str(run), "--tasks", "2", "--steps", "0", "--out", str(out), *extra]) == 0
+        outs.append(json.loads(out.read_text()))
+    shaped, plain = outs
+    assert all(b >= a for a, b in zip(shaped["per_task"][0], plain["per_task"][0]))
+    assert any(b > a + 1e-3 for a, b in zip(shaped["per_task"][0], plain["per_task"][0]))
+    assert plain["overrides"] == {"env.kwargs.pitch_cost_weight": 0}
+    assert main(["evaluate", str(run), "--tasks", "2", "--set", "env.kwargs.pitch_cost_weight=-1"]) == 2
+    assert "expected a number >= 0" in capsys.readouterr().err
+
+
 def test_meta_sgd_run_trains_saves_and_evaluates_its_learned_rates(tmp_path):
     cfg = tiny_cfg("metarl/Navigation2D-v0", "msgd", inner={"lr": 0.1, "steps": 1, "test_steps": 1, "learn_lr": True})
     run = train(cfg, logdir=tmp_path / "run", quiet=True)

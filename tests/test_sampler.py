@@ -74,6 +74,8 @@ RLLAB = {"frame_skip": 1, "clip_ctrl_cost": True}
         # rllab's observations kept the root's x (and the Ant's y) position: Gymnasium's keyword
         ("metarl/HalfCheetahVel-v0", {**RLLAB, "exclude_current_positions_from_observation": False}),
         ("metarl/AntDir-v0", {"frame_skip": 2, "exclude_current_positions_from_observation": False}),
+        # the training-only pitch cost, with a limit that random actions pass within the horizon
+        ("metarl/HalfCheetahVel-v0", {**RLLAB, "pitch_cost_weight": 3.0, "pitch_limit": 0.02}),
     ],
     ids=lambda x: "oracle" if x == ORACLE else ("plain" if x == {} else x),
 )
@@ -344,3 +346,21 @@ def test_env_ids_cover_all_batched_paths() -> None:
             vec = make_vec(env_id, 1, num_workers=1, env_kwargs=kwargs)
             assert vec.observation_shape == gym.make(env_id, **kwargs).observation_space.shape
             vec.close()
+
+
+def test_batched_half_cheetah_pitch_cost_is_charged_and_changes_nothing_else() -> None:
+    """The pitch-cost case of ``test_batched_mujoco_equals_gymnasium`` is not vacuous: on the same actions and
+    seeds the batched env charges some steps (rewards lower) and moves the bodies exactly as without it."""
+    env_id, tasks, seeds = "metarl/HalfCheetahVel-v0", [{"velocity": 0.5}, {"velocity": 1.5}], [300, 301, 302, 303]
+    runs = []
+    for weight in (0.0, 3.0):
+        vec = make_vec(env_id, 4, num_workers=1, env_kwargs={**RLLAB, "pitch_cost_weight": weight, "pitch_limit": 0.02})
+        try:
+            runs.append(collect(vec, tasks, episodes_per_task=2, horizon=60, act=random_actions(2, vec.action_shape),
+                                seeds=seeds))
+        finally:
+            vec.close()
+    for plain, shaped in zip(*runs, strict=True):
+        torch.testing.assert_close(shaped.observations, plain.observations, rtol=0, atol=0)
+        assert torch.all(shaped.rewards <= plain.rewards)
+        assert torch.any(shaped.rewards < plain.rewards - 1e-3)

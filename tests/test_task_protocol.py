@@ -165,6 +165,22 @@ def test_config_errors_for_other_ids() -> None:
         make_env(config_from_dict(rl_config("Pendulum-v1", env={"id": "Pendulum-v1", "oracle": True})))
 
 
+def test_a_built_in_env_refusing_a_keyword_or_value_is_one_config_line(tmp_path: Path, capsys) -> None:
+    """A bad ``env.kwargs`` value of a built-in env is a one-line error naming it, not the constructor's
+    traceback (a user's env keeps its own traceback)."""
+    bad = rl_config("metarl/HalfCheetahVel-v0", env={"id": "metarl/HalfCheetahVel-v0",
+                                                     "kwargs": {"pitch_cost_weight": -1}})
+    with pytest.raises(ConfigError, match=r"^env.kwargs: HalfCheetahVelEnv: pitch_cost_weight must be a number "
+                                          r">= 0 \(0 turns it off\), got -1$"):
+        make_env(config_from_dict(bad))
+    cfg, run = tmp_path / "c.yaml", tmp_path / "run"
+    cfg.write_text(yaml.safe_dump(rl_config("metarl/HalfCheetahVel-v0")))  # a 2-iteration run if it were accepted
+    assert main(["train", str(cfg), "--set", "env.kwargs.clip_ctrl_cost=2", "--logdir", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["metarl: error: env.kwargs: HalfCheetahVelEnv: clip_ctrl_cost must be true or false, got 2"]
+    assert not run.exists()
+
+
 # ---------------------------------------------------------------------------- train, evaluate, load
 @pytest.mark.parametrize("env_id", [PENDULUM, LINE])
 def test_user_env_trains_evaluates_and_loads(env_id: str, tmp_path: Path, examples_on_path: None) -> None:

@@ -54,10 +54,14 @@ def make_env(cfg: RLConfig) -> gym.Env:
     except ModuleNotFoundError as e:  # the module of a "module:Id" (gymnasium's message names it)
         raise ConfigError(f"env.id: cannot make {cfg.env.id!r}: {e}") from None
     except TypeError as e:
-        if "oracle" not in kwargs or "oracle" not in str(e):
-            raise
-        raise ConfigError(f"env.oracle: {cfg.env.id} does not take oracle=True (the optional part of the task "
-                          f"protocol, see metarl.envs.protocol): {e}") from None
+        if "oracle" in kwargs and "oracle" in str(e):
+            raise ConfigError(f"env.oracle: {cfg.env.id} does not take oracle=True (the optional part of the task "
+                              f"protocol, see metarl.envs.protocol): {e}") from None
+        if not envs.is_builtin(cfg.env.id):
+            raise  # a user's env: its own traceback says more than one line would
+        # a built-in env refusing a keyword or its value (the message names both); Gymnasium's suffix repeats kwargs
+        reason = str(e).split(" was raised from the environment creator")[0]
+        raise ConfigError(f"env.kwargs: {reason}") from None
     try:
         envs.check_task_env(env)
     except envs.TaskProtocolError as e:

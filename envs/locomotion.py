@@ -23,9 +23,10 @@ charges the raw sample. ``frame_skip`` is Gymnasium's own keyword; ``clip_ctrl_c
 
 A training-only term for the half-cheetahs (``env.kwargs: {pitch_cost_weight: w, pitch_limit: l}``, off by
 default): ``-w * max(0, |pitch| - l)``, the torso's pitch (``qpos[2]``, radians) beyond ``l``, reported as
-``info["reward_pitch"]``. Some seeds' adapted policies rear up past vertical to run fast and stall near 1 m/s
-(RESULTS.md, "HalfCheetahVel: a seed that rears up"); the term makes that gait cost during meta-training.
-Evaluation scores the paper's reward with ``--set env.kwargs.pitch_cost_weight=0``.
+``info["reward_pitch"]``. Some seeds' adapted policies rear up past vertical to run fast and stall near 1 m/s;
+the term makes that gait cost during meta-training. On HalfCheetahVel it stopped the rearing but not the stall
+(RESULTS.md, "HalfCheetahVel: a seed that rears up"). Evaluation scores the paper's reward with ``--set
+env.kwargs.pitch_cost_weight=0``.
 """
 
 from __future__ import annotations

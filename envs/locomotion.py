@@ -102,7 +102,7 @@ class _LocomotionTaskMixin(TaskEnvMixin):
     def _set_pitch_cost(self, weight: float, limit: float) -> None:
         """Charge ``weight`` per radian of the torso's pitch beyond ``limit`` (see the module docstring)."""
         name = type(self).__name__
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0 or weight == np.inf:
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < np.inf:
             raise TypeError(f"{name}: pitch_cost_weight must be a number >= 0 (0 turns it off), got {weight!r}")
         if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit < np.inf:
             raise TypeError(f"{name}: pitch_limit must be a positive number of radians, got {limit!r}")

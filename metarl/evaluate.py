@@ -90,8 +90,10 @@ def evaluate(
     _check_inner_lr(cfg, dict(overrides))
     n_tasks = n_tasks if n_tasks is not None else cfg.eval.test_tasks
     steps = steps if steps is not None else cfg.inner.test_steps
-    if n_tasks <= 0 or steps < 0:
-        raise ConfigError(f"--tasks must be > 0 (got {n_tasks}) and --steps >= 0 (got {steps})")
+    if n_tasks <= 0:
+        raise ConfigError(f"--tasks: got {n_tasks}; expected a number of tasks > 0, e.g. --tasks 40")
+    if steps < 0:
+        raise ConfigError(f"--steps: got {steps}; expected adaptation steps >= 0, e.g. --steps 3")
     if shots is not None and shots <= 0:
         raise ConfigError(f"--shots must be > 0, got {shots}")
     if task_set is not None and getattr(cfg, "benchmark", None) != "rl":

@@ -390,6 +390,14 @@ def test_resume_with_another_model_shape_keeps_config_yaml(tmp_path, capsys):
     assert ((run / "config.yaml").read_bytes(), (run / "checkpoints" / "last.pt").read_bytes()) == before
 
 
+def test_evaluate_names_the_one_bad_count(tmp_path, capsys):
+    run = train(config_from_dict(sinusoid()), logdir=tmp_path / "run", quiet=True, stop_after=1)
+    line = error_line(capsys, ["evaluate", str(run), "--steps", "-1"], "--steps: got -1", "e.g. --steps 3")
+    assert "--tasks" not in line
+    line = error_line(capsys, ["evaluate", str(run), "--tasks", "0"], "--tasks: got 0", "e.g. --tasks 40")
+    assert "--steps" not in line
+
+
 @pytest.mark.ray  # runs with the Ray extra (make test-ray)
 def test_unreachable_ray_address_is_one_line(tmp_path, capsys):
     pytest.importorskip("ray")

@@ -11,6 +11,7 @@ import io
 import math
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -77,34 +78,39 @@ class MetricsCSV:
 
 
 class Progress:
-    """One console line: iteration, key metrics, iterations/s and ETA.
+    """One console line: iteration, key metrics, speed and ETA.
 
     Kept by hand rather than tqdm (which evaluation, benchmarks and data preparation use,
     :mod:`metarl.progress`): training runs for hours into log files, and when stderr is not a
     terminal this writes one newline-ended line every 10 s, which ``tail -f`` and ``grep`` read
     line by line; tqdm writes ``\r``-separated updates that pile up into one ever-longer line.
     It also shows the namespaced metrics (``train.post``, ``val.mse_post``) in the loop's order.
+    Speed and ETA come from the last ``window`` iterations, so a pause (SIGSTOP, a busy machine) or a
+    slow start ages out of them; below one iteration per second the speed reads as seconds per iteration.
     """
 
-    def __init__(self, total: int, start: int = 0, stream: TextIO | None = None, every_s: float = 0.5) -> None:
+    def __init__(self, total: int, start: int = 0, stream: TextIO | None = None, every_s: float = 0.5,
+                 window: int = 20) -> None:
         self.total, self.start = total, start
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty()
-        self.t0 = time.perf_counter()
+        self.marks: deque[tuple[float, int]] = deque([(time.perf_counter(), start)], maxlen=window + 1)
         self.last = 0.0
         self.every_s = every_s if self.tty else 10.0
 
     def update(self, iteration: int, shown: dict[str, float], force: bool = False) -> None:
         now = time.perf_counter()
+        self.marks.append((now, iteration))
         if not force and now - self.last < self.every_s:
             return
         self.last = now
-        done = iteration - self.start
-        rate = done / max(now - self.t0, 1e-9)
+        t_old, it_old = self.marks[0]
+        rate = (iteration - it_old) / max(now - t_old, 1e-9)
         eta = (self.total - iteration) / rate if rate > 0 else float("inf")
+        speed = f"{rate:.1f} it/s" if rate >= 1 else f"{1 / rate:.1f} s/it" if rate > 0 else "- it/s"
         pct = 100.0 * iteration / max(self.total, 1)
         parts = " ".join(f"{_short(k)} {v:.4g}" for k, v in shown.items())
-        line = f"it {iteration}/{self.total} [{pct:5.1f}%] {parts} | {rate:.1f} it/s ETA {_fmt_duration(eta)}"
+        line = f"it {iteration}/{self.total} [{pct:5.1f}%] {parts} | {speed} ETA {_fmt_duration(eta)}"
         if self.tty:
             self.stream.write("\r" + line.ljust(100))
         else:

@@ -1,4 +1,5 @@
-"""Progress bars with an ETA on stderr (tqdm, :mod:`metarl.progress`) for evaluation and data preparation."""
+"""Progress with an ETA on stderr: tqdm bars (:mod:`metarl.progress`) for evaluation and data preparation, and
+training's own line (:class:`metarl.logger.Progress`)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,39 @@ def test_decoding_a_dataset_shows_progress(tmp_path: Path, capfd: pytest.Capture
     assert re.search(r"decoding images_background: 100%[^\r\n]*20/20 " + ETA.pattern, err), err
     og.load_set("images_background", tmp_path / "root")  # from the cache: nothing to show
     assert "decoding" not in capfd.readouterr().err
+
+
+class _Clock:
+    """A stand-in for ``time.perf_counter`` that moves only when told."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _training_line(monkeypatch: pytest.MonkeyPatch, steps: list[float], window: int = 4) -> str:
+    """The last line of a training progress bar whose iterations took ``steps`` seconds each."""
+    import io
+
+    from metarl.logger import Progress
+
+    clock = _Clock()
+    monkeypatch.setattr("metarl.logger.time.perf_counter", clock)
+    out = io.StringIO()
+    bar = Progress(100, start=10, stream=out, window=window)
+    for i, dt in enumerate(steps, start=11):
+        clock.t += dt
+        bar.update(i, {"train/return_post": -1.0}, force=True)
+    return out.getvalue().splitlines()[-1]
+
+
+def test_training_speed_and_eta_come_from_the_last_iterations(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a 10-minute pause (a stopped process) at the second iteration, then 4 iterations of 40 s: the pause
+    # has left the window, so 40 s/it and 84 iterations to go, 56m00s
+    line = _training_line(monkeypatch, [40.0, 640.0, 40.0, 40.0, 40.0, 40.0])
+    assert line.endswith("| 40.0 s/it ETA 56m00s"), line
+    # fast iterations still read as iterations per second
+    line = _training_line(monkeypatch, [0.25] * 6)
+    assert line.endswith("| 4.0 it/s ETA 0m21s"), line

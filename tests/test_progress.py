@@ -15,6 +15,7 @@ from PIL import Image
 
 from metarl.cli import main
 from metarl.fewshot import omniglot as og
+from metarl.logger import Progress
 
 torch.set_num_threads(1)
 
@@ -76,10 +77,6 @@ class _Clock:
 
 def _training_line(monkeypatch: pytest.MonkeyPatch, steps: list[float], window: int = 4) -> str:
     """The last line of a training progress bar whose iterations took ``steps`` seconds each."""
-    import io
-
-    from metarl.logger import Progress
-
     clock = _Clock()
     monkeypatch.setattr("metarl.logger.time.perf_counter", clock)
     out = io.StringIO()

@@ -91,7 +91,7 @@ class Progress:
 
     def __init__(self, total: int, start: int = 0, stream: TextIO | None = None, every_s: float = 0.5,
                  window: int = 20) -> None:
-        self.total, self.start = total, start
+        self.total = total
         self.stream = stream if stream is not None else sys.stderr
         self.tty = self.stream.isatty()
         self.marks: deque[tuple[float, int]] = deque([(time.perf_counter(), start)], maxlen=window + 1)

@@ -5,6 +5,7 @@ runs of a benchmark are given), and the paired difference ours - paper over the 
 interval (1.96 standard errors of the per-goal differences); then each baseline both have.
 
 Usage: python experiments/versus_paper.py EVAL.json [EVAL.json ...]
+(a pooled JSON, `metarl evaluate RUN1 RUN2 ... --task-set finn2017 --out FILE.json`, gives its runs)
 """
 
 from __future__ import annotations
@@ -31,6 +32,19 @@ def _labels(paths: list[str]) -> list[str]:
     share a directory."""
     parents = [Path(p).parent.name for p in paths]
     return parents if len(set(parents)) == len(parents) else [Path(p).name for p in paths]
+
+
+def _runs_of(path: str, result: dict) -> list[tuple[str, dict]]:
+    """The runs in one file: itself, or each run of a pooled JSON (``per_run``), named as if it were that
+    run's own file, so that its column is the run directory's name."""
+    if "per_run" not in result:
+        return [(path, result)]
+    names = []
+    for run in result["runs"]:
+        run = Path(run)
+        directory = run.parent.parent if run.suffix in (".pt", ".safetensors") else run  # RUN/checkpoints/x.pt
+        names.append(str(directory / Path(path).name))
+    return list(zip(names, result["per_run"]))
 
 
 def compare(bench: str, runs: list[tuple[str, dict]]) -> list[str]:
@@ -72,11 +86,12 @@ def main(argv: list[str]) -> int:
         except (OSError, ValueError) as e:
             print(f"versus_paper: cannot read {path}: {e}", file=sys.stderr)
             return 2
-        if result.get("task_set") != "finn2017" or "per_task" not in result:
-            print(f"versus_paper: {path} is not an evaluation on the paper's goals; make it with "
-                  "`metarl evaluate RUN --task-set finn2017 --out FILE.json` (one run per file)", file=sys.stderr)
-            return 2
-        groups.setdefault(result["benchmark"], []).append((path, result))
+        for name, run in _runs_of(path, result):
+            if run.get("task_set") != "finn2017" or "per_task" not in run:
+                print(f"versus_paper: {name} is not an evaluation on the paper's goals; make it with "
+                      "`metarl evaluate RUN --task-set finn2017 --out FILE.json`", file=sys.stderr)
+                return 2
+            groups.setdefault(run["benchmark"], []).append((name, run))
     for bench, runs in groups.items():
         print("\n".join(compare(bench, runs)) + "\n")
     return 0

@@ -124,9 +124,11 @@ def _default_out(run: str | Path, name: str) -> Path:
 
 
 def _evaluate_several(args: argparse.Namespace) -> int:
-    """``metarl evaluate RUN1 RUN2 ...``: each run evaluated as if alone (its table, its ``RUN/eval.json``),
-    all on the same held-out tasks, then the pooled table (IQM with a stratified-bootstrap 95% interval,
-    mean of the run means and their range), written to ``--out`` if given."""
+    """``metarl evaluate RUN1 RUN2 ...``: each run evaluated as if alone (its table), all on the same held-out
+    tasks, then the pooled table (IQM with a stratified-bootstrap 95% interval, mean of the run means and their
+    range). With ``--out`` the pooled JSON holds every run's result too (``per_run``) and no run's own
+    ``eval.json`` is touched, so pooling runs under other settings loses no earlier evaluation; without it each
+    result goes to its ``RUN/eval.json``."""
     from metarl.config import parse_overrides
     from metarl.evaluate import evaluate, format_pooled, format_table, pool_runs, write_json
 
@@ -144,15 +146,19 @@ def _evaluate_several(args: argparse.Namespace) -> int:
         result = evaluate(run, n_tasks=args.tasks, steps=args.steps, shots=args.shots, seed=args.seed,
                           pretrain_iterations=args.pretrain_iterations, overrides=overrides, task_set=args.task_set)
         print(f"{run}: {format_table(result)}\n")
-        out = _default_out(run, "eval.json")
-        write_json(result, out)
-        print(f"[metarl] wrote {out}", file=sys.stderr)
+        if not args.out:
+            out = _default_out(run, "eval.json")
+            write_json(result, out)
+            print(f"[metarl] wrote {out}", file=sys.stderr)
         results.append(result)
     pooled = {"runs": [str(run) for run in args.runs], **pool_runs(results)}
     print(format_pooled(pooled))
     if args.out:
+        if "tasks" in results[0]:  # the same for every run (pool_runs checks): once, so --task-set OUT reads them
+            pooled["tasks"] = results[0]["tasks"]
+        pooled["per_run"] = [{key: value for key, value in r.items() if key != "tasks"} for r in results]
         write_json(pooled, args.out)
-        print(f"[metarl] wrote {args.out}", file=sys.stderr)
+        print(f"[metarl] wrote {args.out} (the pooled table and each run's result)", file=sys.stderr)
     return 0
 
 
@@ -427,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, help="gradient steps (default: inner.test_steps of the run)")
     e.add_argument("--shots", type=int, help="K support examples (sinusoid)")
     e.add_argument("--seed", type=int, default=1, help="seed of the held-out tasks")
-    e.add_argument("--out", help="JSON file (default RUN_DIR/eval.json); with several runs the pooled JSON (each "
-                                 "run's still goes to its RUN_DIR/eval.json)")
+    e.add_argument("--out", help="JSON file (default RUN_DIR/eval.json); with several runs the pooled JSON, which "
+                                 "holds each run's result too (no RUN_DIR/eval.json is written then)")
     e.add_argument("--plot", help="PNG file of the adaptation curves")
     e.add_argument("--figure", metavar="FILE.png",
                    help="the run's behaviour before and after adapting: sinusoid fits after 0, 1 and K steps; "

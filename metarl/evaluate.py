@@ -298,16 +298,34 @@ def format_pooled(pooled: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: Keys whose rows are written one per line (600 tasks x 11 steps would otherwise take 6,600 lines).
+_ROWS = ("tasks", "per_task", "per_task_success")
+
+
+def _dumps(value: Any, depth: int = 0) -> str:
+    """``json.dumps(value, indent=2)``, except that the lists under :data:`_ROWS` keys, at any depth (a pooled
+    result's ``per_run`` holds whole results), put one row per line and come last in their object."""
+    pad = "  " * depth
+    if isinstance(value, dict) and value:
+        keys = [k for k in value if k not in _ROWS] + [k for k in _ROWS if k in value]
+        items = []
+        for key in keys:
+            v = value[key]
+            if key in _ROWS and isinstance(v, list) and v:
+                rows = f",\n{pad}    ".join(json.dumps(row) for row in v)
+                text = f"[\n{pad}    {rows}\n{pad}  ]"
+            else:
+                text = _dumps(v, depth + 1)
+            items.append(f"{pad}  {json.dumps(key)}: {text}")
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and value:
+        return "[\n" + ",\n".join(f"{pad}  {_dumps(v, depth + 1)}" for v in value) + f"\n{pad}]"
+    return json.dumps(value)
+
+
 def write_json(result: dict[str, Any], path: str | Path) -> None:
-    """The result as indented JSON, ``tasks`` one line per task and ``per_task`` one line per step
-    (600 tasks x 11 steps would otherwise take 6,600 lines)."""
-    long = ("tasks", "per_task", "per_task_success")
-    text = json.dumps({k: v for k, v in result.items() if k not in long}, indent=2)
-    for key in long:
-        if key in result:
-            body = ",\n    ".join(json.dumps(row) for row in result[key])
-            text = text[:-2] + f',\n  "{key}": [\n    {body}\n  ]\n}}'
-    atomic_write_bytes(path, (text + "\n").encode())
+    """The result as indented JSON, ``tasks`` one line per task and ``per_task`` one line per step."""
+    atomic_write_bytes(path, (_dumps(result) + "\n").encode())
 
 
 #: Which way is better for each metric, said on the plots' y axis.

@@ -497,3 +497,21 @@ def test_evaluate_set_inner_lr_is_the_run_trained_with_that_rate(tmp_path, capsy
     assert main(["evaluate", str(meta_sgd), "--tasks", "3", "--set", "inner.lr=0.3"]) == 2
     err = capsys.readouterr().err.strip()
     assert "inner.learn_lr: true" in err and len(err.splitlines()) == 1
+
+
+def test_pooled_rl_evaluation_keeps_its_tasks_for_task_set(tmp_path):
+    """An RL pooled JSON (`--out`) names its held-out tasks once, so `--task-set POOLED.json` scores another run
+    on exactly those tasks; each run's result inside it is the one it would get alone."""
+    runs = [train(tiny_cfg("metarl/Navigation2D-v0", "maml", seed=seed), logdir=tmp_path / f"s{seed}", quiet=True)
+            for seed in (1, 2)]
+    pooled_path = tmp_path / "pooled.json"
+    assert main(["evaluate", *map(str, runs), "--tasks", "3", "--steps", "1", "--seed", "5",
+                 "--out", str(pooled_path)]) == 0
+    pooled = json.loads(pooled_path.read_text())
+    assert not any((run / "eval.json").exists() for run in runs)
+    alone = tmp_path / "alone.json"
+    assert main(["evaluate", str(runs[1]), "--task-set", str(pooled_path), "--steps", "1", "--seed", "5",
+                 "--out", str(alone)]) == 0
+    alone = json.loads(alone.read_text())
+    assert alone["tasks"] == pooled["tasks"] and len(pooled["tasks"]) == 3
+    assert np.asarray(alone["per_task"]) == pytest.approx(np.asarray(pooled["per_run"][1]["per_task"]))

@@ -143,12 +143,20 @@ def runs(tmp_path_factory):
 
 
 def test_evaluate_pools_several_runs(runs, tmp_path, capsys):
+    """The pooled JSON holds each run's result (``per_run``), and an earlier ``RUN/eval.json`` is left as it was:
+    pooling under other settings must not overwrite a run's own evaluation."""
     run1, run2, _ = runs
+    earlier = {run: (Path(run) / "eval.json").read_bytes() if (Path(run) / "eval.json").exists() else None
+               for run in (run1, run2)}
+    (Path(run1) / "eval.json").write_text('{"an": "earlier evaluation"}\n')
     out = tmp_path / "pooled.json"
     assert main(["evaluate", run1, run2, "--tasks", "20", "--steps", "2", "--pretrain-iterations", "0",
                  "--out", str(out)]) == 0
+    assert json.loads((Path(run1) / "eval.json").read_text()) == {"an": "earlier evaluation"}
+    assert not (Path(run2) / "eval.json").exists() or (Path(run2) / "eval.json").read_bytes() == earlier[run2]
     pooled = json.loads(out.read_text())
-    each = [json.loads((Path(run) / "eval.json").read_text()) for run in (run1, run2)]
+    each = pooled["per_run"]
+    assert len(each) == 2 and all("tasks" not in r for r in each)
     assert pooled["runs"] == [run1, run2] and pooled["n_runs"] == 2 and pooled["n_tasks"] == 20
     for r in each:
         assert np.asarray(r["per_task"]).shape == (3, 20) and r["n_tasks"] == 20
@@ -159,6 +167,16 @@ def test_evaluate_pools_several_runs(runs, tmp_path, capsys):
         assert s["iqm_ci"][0] <= s["iqm"] <= s["iqm_ci"][1]
     printed = capsys.readouterr().out
     assert "pooled over 2 runs" in printed and printed.count("MAML") == 2
+
+
+def test_evaluate_several_without_out_writes_each_runs_eval_json(runs, capsys):
+    run1, run2, _ = runs
+    for run in (run1, run2):
+        (Path(run) / "eval.json").unlink(missing_ok=True)
+    assert main(["evaluate", run1, run2, "--tasks", "6", "--steps", "1", "--pretrain-iterations", "0"]) == 0
+    each = [json.loads((Path(run) / "eval.json").read_text()) for run in (run1, run2)]
+    assert [r["n_tasks"] for r in each] == [6, 6] and each[0]["per_task"] != each[1]["per_task"]
+    assert "pooled over 2 runs" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -396,6 +414,12 @@ def test_versus_paper_pairs_our_returns_with_the_papers_goal_for_goal(tmp_path, 
     assert script.main([str(f) for f in files]) == 0
     out = capsys.readouterr().out
     assert "2 runs" in out and "mean of runs" in out and "+3.0 ±  0.0" in out and "run1" in out
+    pooled = tmp_path / "pooled.json"  # `metarl evaluate RUN1 RUN2 --out`: the same two runs inside one file
+    pooled.write_text(json.dumps({"runs": ["results/run0", "results/run1/checkpoints/best.pt"],
+                                  "per_run": [json.loads(f.read_text()) for f in files]}))
+    assert script.main([str(pooled)]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs" in out and "+3.0 ±  0.0" in out and "run0" in out and "run1" in out
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"benchmark": "halfcheetah_vel", "per_task": paper.tolist(), "baselines": {}}))
     assert script.main([str(other)]) == 2

@@ -311,14 +311,15 @@ def _dumps(value: Any, depth: int = 0) -> str:
         items = []
         for key in keys:
             v = value[key]
-            if key in _ROWS and isinstance(v, list) and v:
+            if key in _ROWS and isinstance(v, (list, tuple)) and v:
                 rows = f",\n{pad}    ".join(json.dumps(row) for row in v)
                 text = f"[\n{pad}    {rows}\n{pad}  ]"
             else:
                 text = _dumps(v, depth + 1)
-            items.append(f"{pad}  {json.dumps(key)}: {text}")
+            name = key if isinstance(key, str) else json.dumps(key)  # JSON's own names for 1, True, None keys
+            items.append(f"{pad}  {json.dumps(name)}: {text}")
         return "{\n" + ",\n".join(items) + f"\n{pad}}}"
-    if isinstance(value, list) and value:
+    if isinstance(value, (list, tuple)) and value:
         return "[\n" + ",\n".join(f"{pad}  {_dumps(v, depth + 1)}" for v in value) + f"\n{pad}]"
     return json.dumps(value)
 

@@ -126,6 +126,11 @@ def test_pool_runs_gives_the_mean_success_rate_where_every_run_has_one(tmp_path)
                                                result(returns[1])], reps=50)
     write_json({"a": 1, "per_task": [[1.0]], "per_task_success": [[0.5]]}, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1, "per_task": [[1.0]], "per_task_success": [[0.5]]}
+    nested = {"per_run": [{"per_task": [[1.0, 2.0], [3.0, 4.0]], "by_step": [{"step": 0}]}], 7: (1, 2)}
+    write_json(nested, tmp_path / "n.json")
+    text = (tmp_path / "n.json").read_text()
+    assert json.loads(text) == json.loads(json.dumps(nested))  # int keys and tuples as json.dumps writes them
+    assert "[1.0, 2.0]" in text and "[3.0, 4.0]" in text  # a run's rows one per line, not one number per line
 
 
 @pytest.fixture(scope="module")

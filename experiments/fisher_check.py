@@ -10,7 +10,7 @@ config with ``--seed``, and takes the meta-step from the same gradient and data 
 damping): the surrogate gain at the accepted step, its KL, the backtracking steps and the time. The
 line search checks the exact KL either way, so a strategy only changes the direction and its scale;
 a better direction gains more surrogate inside the same trust region. Default strategies: the exact
-meta-Fisher, and 5, 10, 20 tasks of it.
+meta-Fisher, 5, 10 and 20 tasks of it, and all tasks on 5 post-update episodes each.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from metarl.config import config_from_dict
 from metarl.rl.build import make_algorithm
 from metarl.rl.learner import RLLearner
 
-DEFAULT = ["exact:meta:0:0", "5 tasks:meta:5:0", "10 tasks:meta:10:0", "20 tasks:meta:20:0"]
+DEFAULT = ["exact:meta:0:0", "5 tasks:meta:5:0", "10 tasks:meta:10:0", "20 tasks:meta:20:0", "5 episodes:meta:0:5"]
 
 
 def parse_strategy(text: str) -> tuple[str, str, int, int, float | None]:
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help="an RL run directory (its config.yaml and checkpoints/)")
     parser.add_argument("--checkpoint", type=Path, help="default RUN/checkpoints/last.pt")
     parser.add_argument("--seed", type=int, default=7, help="seeds the meta-batch's tasks and episodes")
-    parser.add_argument("--strategy", action="append", help=f"NAME:KIND:TASKS:EPISODES[:DAMPING]; default {DEFAULT}")
+    parser.add_argument("--strategy", action="extend", nargs="+",
+                        help=f"NAME:KIND:TASKS:EPISODES[:DAMPING], one or more per flag; default {DEFAULT}")
     parser.add_argument("--out", type=Path, help="write the table as JSON")
     args = parser.parse_args(argv)
     checkpoint = args.checkpoint or args.run / "checkpoints" / "last.pt"

@@ -27,7 +27,7 @@ def test_strategies_on_one_meta_batch(tmp_path, script):
     assert main(["train", str(cfg), "--logdir", str(run)]) == 0
     out = tmp_path / "f.json"
     strategies = ["exact:meta:0:0", "all 4:meta:4:0", "1 task:meta:1:0", "post:post:0:0:0.1"]
-    flags = [arg for s in strategies for arg in ("--strategy", s)]
+    flags = ["--strategy", strategies[0], "--strategy", *strategies[1:]]  # the flag repeated, or several values
     assert script.main([str(run), "--seed", "3", "--out", str(out), *flags]) == 0
     result = json.loads(out.read_text())
     assert result["iteration"] == 2

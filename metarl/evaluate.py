@@ -69,6 +69,7 @@ def evaluate(
     overrides: Sequence[tuple[str, Any]] = (),
     baseline_lrs: dict[str, float] | None = None,
     task_set: str | None = None,
+    random: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a run directory or checkpoint; returns the result dict (see module docstring).
 
@@ -77,7 +78,8 @@ def evaluate(
     lives); the result records them under ``"overrides"``. ``baseline_lrs`` (RL): an inner lr for
     a baseline (a ``baselines`` name, or ``random``) instead of the run's; recorded per baseline.
     ``task_set`` (RL): held-out tasks from ``finn2017`` or a JSON file (:func:`metarl.rl.evaluation.load_task_set`)
-    instead of ``n_tasks`` drawn with ``seed``; recorded as ``"task_set"``.
+    instead of ``n_tasks`` drawn with ``seed``; recorded as ``"task_set"``. ``random=False`` (RL) skips the
+    randomly initialised policy's row, where only the run's own curve is wanted.
     """
     state = load_checkpoint(checkpoint)
     for key, _ in overrides:
@@ -98,6 +100,8 @@ def evaluate(
         raise ConfigError(f"--shots must be > 0, got {shots}")
     if task_set is not None and getattr(cfg, "benchmark", None) != "rl":
         raise ConfigError(f"--task-set: applies to RL runs only; this is a {cfg.benchmark} run")
+    if not random and getattr(cfg, "benchmark", None) != "rl":
+        raise ConfigError(f"random=False: applies to RL runs only; this is a {cfg.benchmark} run")
     _check_baseline_lrs(cfg, baseline_lrs or {}, set(baselines or {}))
     base_states = {name: load_checkpoint(path) for name, path in (baselines or {}).items()}
     for base in base_states.values():
@@ -108,6 +112,7 @@ def evaluate(
         cfg, state["learner"], n_tasks=n_tasks, steps=steps, seed=seed, shots=shots, baselines=base_states,
         pretrain_iterations=pretrain_iterations, **({"baseline_lrs": baseline_lrs} if baseline_lrs else {}),
         **({"task_set": task_set} if task_set is not None else {}),
+        **({} if random else {"random": False}),
     )
     if task_set is not None:
         n_tasks = len(body["tasks"])

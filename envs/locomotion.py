@@ -124,6 +124,14 @@ class _LocomotionTaskMixin(TaskEnvMixin):
             action = np.clip(action, space.low, space.high)
         return super().control_cost(action)  # type: ignore[misc]
 
+    def control_costs(self, actions: np.ndarray) -> np.ndarray:
+        """:meth:`control_cost` of each action of a batch (``[..., act]`` -> ``[...]``), for the batched
+        envs and for reading a return's control part back off sampled actions."""
+        if self.clip_ctrl_cost:
+            space = self.action_space  # type: ignore[attr-defined]
+            actions = np.clip(actions, space.low, space.high)
+        return self._ctrl_cost_weight * np.sum(np.square(actions), axis=-1)  # type: ignore[attr-defined]
+
     def _get_rew(self, x_velocity: float, action: np.ndarray) -> tuple[float, dict[str, float]]:
         _, terms = super()._get_rew(x_velocity, action)  # type: ignore[misc]
         del terms["reward_forward"]

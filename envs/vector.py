@@ -157,8 +157,6 @@ class VecMujocoTasks:
         self._structure = dict(env.observation_structure)
         self._dt = env.dt
         self._noise = env._reset_noise_scale
-        self._ctrl_w = env._ctrl_cost_weight
-        self._ctrl_box = (env.action_space.low, env.action_space.high) if env.clip_ctrl_cost else None
         self._pitch_cost = env._pitch_cost  # (weight, limit); weight 0 unless a half-cheetah sets it
         main_body = env.model.body(env._main_body).id if self._is_ant else 1
         needs_cfrc = self._is_ant and (self._structure.get("cfrc_ext", 0) > 0 or env._contact_cost_weight != 0)
@@ -213,8 +211,7 @@ class VecMujocoTasks:
         x_velocity = ((p.xpos_main[:, 0] if self._is_ant else p.qpos[:, 0]) - x_before) / self._dt
         # the terms in the order the single env sums them: task, ctrl[, pitch][, contact, survive]
         rewards = env.task_space.reward(self._params, x_velocity, p.qpos[:, :2])
-        a_cost = a if self._ctrl_box is None else np.clip(a, *self._ctrl_box)
-        rewards = rewards + -(self._ctrl_w * np.sum(np.square(a_cost), axis=1))
+        rewards = rewards + -env.control_costs(a)
         weight, limit = self._pitch_cost
         if weight:  # the half-cheetah's torso pitch beyond the limit (envs.locomotion)
             rewards = rewards + -(weight * np.maximum(0.0, np.abs(p.qpos[:, 2]) - limit))

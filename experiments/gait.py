@@ -47,13 +47,9 @@ def observation_indices(env: gym.Env) -> tuple[int, int]:
 
 
 def control_costs(env: gym.Env, actions: torch.Tensor) -> torch.Tensor:
-    """The control cost the env charged for each action (``actions [..., act]`` -> ``[...]``): its weight
-    times the squared norm, of the action clipped to the box where the env clips before the cost."""
-    base = env.unwrapped
-    a = actions.double()
-    if getattr(base, "clip_ctrl_cost", False):
-        a = a.clamp(torch.as_tensor(base.action_space.low).double(), torch.as_tensor(base.action_space.high).double())
-    return base._ctrl_cost_weight * a.square().sum(-1)
+    """The control cost the env charged for each action (``actions [..., act]`` -> ``[...]``), by the env's
+    own batched rule (``control_costs`` of ``envs.locomotion``)."""
+    return torch.as_tensor(env.unwrapped.control_costs(actions.double().numpy()))
 
 
 def gait(episodes: Episodes, pitch_index: int, speed_index: int, pitch_limit: float,

@@ -118,11 +118,8 @@ class _LocomotionTaskMixin(TaskEnvMixin):
     def control_cost(self, action: np.ndarray) -> float:
         """Gymnasium's control cost, of the action clipped to the action box with ``clip_ctrl_cost``
         (rllab's envs clip before the cost: MuJoCo clamps the control anyway, so a sample beyond the
-        box moves nothing more but would otherwise cost more)."""
-        if self.clip_ctrl_cost:
-            space = self.action_space  # type: ignore[attr-defined]
-            action = np.clip(action, space.low, space.high)
-        return super().control_cost(action)  # type: ignore[misc]
+        box moves nothing more but would otherwise cost more). One rule with the batched path."""
+        return float(self.control_costs(np.asarray(action)))
 
     def control_costs(self, actions: np.ndarray) -> np.ndarray:
         """:meth:`control_cost` of each action of a batch (``[..., act]`` -> ``[...]``), for the batched

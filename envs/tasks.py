@@ -72,9 +72,16 @@ class VelocityTasks:
     def default(self) -> Task:
         return {"velocity": 0.5 * (self.low + self.high)}
 
-    def sample(self, n: int, rng: np.random.Generator) -> list[Task]:
+    def sample(self, n: int, rng: np.random.Generator, skew: float = 0.0) -> list[Task]:
+        """``n`` velocities, uniform (``skew`` 0, the paper's), or with density proportional to
+        ``(v - low) ** skew``: ``low + (high - low) * u ** (1 / (1 + skew))``, more of the fast goals."""
         _check_n(n, rng)
-        return [{"velocity": float(v)} for v in rng.uniform(self.low, self.high, size=n)]
+        if skew == 0:
+            return [{"velocity": float(v)} for v in rng.uniform(self.low, self.high, size=n)]
+        if not (math.isfinite(skew) and skew > 0):
+            raise ValueError(f"velocity tasks: skew must be a finite number >= 0, got {skew!r}")
+        u = rng.random(n) ** (1.0 / (1.0 + skew))
+        return [{"velocity": float(v)} for v in self.low + (self.high - self.low) * u]
 
     def check(self, task: Any, env_name: str) -> Task:
         v = _finite_float(_task_dict(task, "velocity", env_name), "velocity", env_name)

@@ -393,6 +393,9 @@ class RLConfig(CommonConfig):
     action_box_penalty: float = nonneg(0.0, "coefficient of a penalty on the adapted Gaussian policies' mean actions "
                                        "outside the env's action box, in standard deviations, added to the "
                                        "meta-objective (metarl.rl.objective.ActionBoxPenalty); 0: off (the paper)")
+    train_goal_skew: float = nonneg(0.0, "training only: draw the meta-batch's goal velocities with density "
+                                    "proportional to (v - low) ** k, more of the fast goals (goal-velocity envs "
+                                    "only; validation and evaluation keep the uniform draw); 0: uniform (the paper)")
     update_threads: int = nonneg(0, "torch threads for the meta-update (0: all cores; sampling is idle then)")
     algorithm: str = choice("maml", "maml (MAML-TRPO), promp (ProMP), or pretrain (TRPO on mixed tasks, no "
                             "adaptation: the paper's baseline)", ["maml", "promp", "pretrain"])

@@ -6,6 +6,7 @@ the sampler backends in :data:`SAMPLERS` (``sampler.backend``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -117,6 +118,19 @@ def test_step_sizes(cfg: RLConfig) -> dict[str, float]:
 
 def advantage_estimator(cfg: RLConfig) -> AdvantageEstimator:
     return AdvantageEstimator(cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages)
+
+
+def training_tasks(cfg: RLConfig, env: gym.Env) -> Callable[[int, np.random.Generator], list[dict]]:
+    """How training draws a meta-batch's tasks: the env's own distribution, or, with ``train_goal_skew`` k > 0,
+    goal velocities with density proportional to ``(v - low) ** k``. Validation and evaluation always draw from
+    the env's own. ``train_goal_skew`` on an env without goal velocities is a :class:`ConfigError`."""
+    if cfg.train_goal_skew == 0:
+        return env.unwrapped.sample_tasks
+    space = getattr(env.unwrapped, "task_space", None)
+    if not isinstance(space, envs.tasks.VelocityTasks):
+        raise ConfigError(f"train_goal_skew: {cfg.train_goal_skew} skews goal velocities, and {cfg.env.id} has "
+                          f"no velocity tasks; set train_goal_skew: 0")
+    return functools.partial(space.sample, skew=cfg.train_goal_skew)
 
 
 # ---------------------------------------------------------------------------- algorithms

@@ -23,7 +23,7 @@ from metarl.checkpoint import rng_state, set_rng_state
 from metarl.config import RLConfig
 from metarl.maml import Params, detach_params, params_of
 from metarl.rl.adapt import adapt_on_episodes
-from metarl.rl.build import ALGORITHMS, make_algorithm, make_env, sampler_for, seeded_policy
+from metarl.rl.build import ALGORITHMS, make_algorithm, make_env, sampler_for, seeded_policy, training_tasks
 from metarl.rl.episodes import Episodes
 from metarl.rl.evaluation import adaptation_returns
 from metarl.rl.losses import box_saturation
@@ -100,6 +100,7 @@ class RLLearner:
         self.device = torch.device(cfg.device)
         self.module = seeded_policy(cfg, cfg.seed, self.env).to(self.device)
         self.algo = make_algorithm(cfg, self.module, self.env)
+        self.sample_tasks = training_tasks(cfg, self.env)
         self.sampler = sampler_for(cfg, cfg.seed)
         self.np_rng = np.random.default_rng(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)  # kept for symmetry of RNG state
@@ -130,7 +131,7 @@ class RLLearner:
         return train, self._sample(params, tasks, per_task)
 
     def train_step(self, iteration: int, log: bool) -> dict[str, float]:
-        tasks = self.env.unwrapped.sample_tasks(self.cfg.meta_batch_size, self.np_rng)
+        tasks = self.sample_tasks(self.cfg.meta_batch_size, self.np_rng)
         t0 = time.perf_counter()
         train, valid = self.sample_adapted(tasks)
         t1 = time.perf_counter()

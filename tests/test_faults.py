@@ -473,15 +473,17 @@ def test_run_adapt_classification_checks_labels():
 
 # ------------------------------------------------------------------ 5. SIGKILL at random moments
 def kill_and_resume(tmp_path: Path, delay: float) -> None:
-    """Kill a sinusoid run that checkpoints every iteration ``delay`` s after its first checkpoint;
-    last.pt loads, holds finite parameters, and --resume continues with no .tmp left behind."""
+    """Kill a sinusoid run that checkpoints every iteration ``delay`` s after its first checkpoint and first
+    metrics row (waiting for both keeps a loaded machine from killing it before metrics.csv exists); last.pt
+    loads, holds finite parameters, and --resume continues with no .tmp left behind and metrics.csv intact."""
     cfg = write(tmp_path, sinusoid(num_iterations=1_000_000, log_every=7, eval={"every": 5}))
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "metarl", "train", str(cfg), "--logdir", str(run)],
                             env=ENV, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 90
-        while not (run / "checkpoints" / "last.pt").exists() and time.time() < deadline:
+        while not ((run / "checkpoints" / "last.pt").exists() and (run / "metrics.csv").exists()) \
+                and time.time() < deadline:
             time.sleep(0.02)
         time.sleep(delay)
     finally:

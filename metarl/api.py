@@ -33,7 +33,9 @@ class Run:
 
     def adapt(self, *data: Any, steps: int | None = None) -> Params:
         """Params after the run's test-time inner loop: ``adapt(x_support, y_support)`` for supervised
-        runs, ``adapt(episodes)`` (pre-update ``Episodes``) for RL runs.
+        runs, ``adapt(episodes)`` (pre-update ``Episodes``) for RL runs. An RL run trained with
+        ``explore_std: c`` learned from pre-update episodes sampled with its std times c:
+        ``run.policy(metarl.rl.policies.widened(run.params, c), deterministic=False)`` samples them.
 
         Supervised inputs may be numpy arrays or tensors of any real dtype (converted to float32):
         regression takes ``x [K, d]`` and ``y [K, 1]`` (a ``y [K]`` is refused: it would broadcast

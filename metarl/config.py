@@ -396,6 +396,10 @@ class RLConfig(CommonConfig):
     train_goal_skew: float = nonneg(0.0, "training only: draw the meta-batch's goal velocities with density "
                                     "proportional to (v - low) ** k, more of the fast goals (goal-velocity envs "
                                     "only; validation and evaluation keep the uniform draw); 0: uniform (the paper)")
+    explore_std: float = positive(1.0, "the pre-update episodes (the first inner step's data, in training, validation "
+                                  "and evaluation) are sampled with the Gaussian policy's std times this; the inner "
+                                  "step (with the policy's own log-probs) and the adapted policies keep their own "
+                                  "std; 1: the paper")
     update_threads: int = nonneg(0, "torch threads for the meta-update (0: all cores; sampling is idle then)")
     algorithm: str = choice("maml", "maml (MAML-TRPO), promp (ProMP), or pretrain (TRPO on mixed tasks, no "
                             "adaptation: the paper's baseline)", ["maml", "promp", "pretrain"])

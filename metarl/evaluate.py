@@ -35,8 +35,8 @@ from metarl.stats import iqm, stratified_bootstrap_ci
 #: held-out sinusoid is scored on (``task.query``; the Meta-SGD protocol uses 100), and where to run
 #: or find data, never what was trained.
 EVAL_KEYS = frozenset({
-    "inner.lr", "test_lr_decay", "test_lr_after_first", "sampler.backend", "sampler.num_workers", "sampler.address",
-    "dataset.root", "dataset.cache_dir", "dataset.download", "task.query", "env.episodes_per_task",
+    "inner.lr", "test_lr_decay", "test_lr_after_first", "explore_std", "sampler.backend", "sampler.num_workers",
+    "sampler.address", "dataset.root", "dataset.cache_dir", "dataset.download", "task.query", "env.episodes_per_task",
 })
 
 #: Keys that change how a return is scored, not the dynamics or the policy: the locomotion envs' control

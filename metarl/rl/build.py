@@ -76,6 +76,9 @@ def policy_module(cfg: RLConfig, env: gym.Env | None = None) -> nn.Module:
     env = env if env is not None else make_env(cfg)
     obs_dim = int(np.prod(env.observation_space.shape))
     if isinstance(env.action_space, gym.spaces.Discrete):
+        if cfg.explore_std != 1.0:
+            raise ConfigError(f"explore_std: {cfg.explore_std} widens a Gaussian policy's std, and {cfg.env.id} has "
+                              "discrete actions (a categorical policy); set explore_std: 1")
         policy: nn.Module = CategoricalMLPPolicy(
             obs_dim, int(env.action_space.n), cfg.policy.hidden, cfg.policy.activation
         )

@@ -33,6 +33,7 @@ from metarl.rl.build import (
 )
 from metarl.rl.episodes import Episodes
 from metarl.rl.losses import log_prob_gap
+from metarl.rl.policies import widened
 from metarl.seeding import eval_seed
 
 
@@ -41,6 +42,9 @@ def adaptation_returns(
     params_out: list[Params] | None = None, episodes_out: list[Episodes] | None = None, desc: str | None = None,
 ) -> torch.Tensor:
     """Mean return per task after 0..``steps`` inner steps, resampling after each: ``[steps+1, N]``.
+
+    The episodes before adapting are sampled with the std times ``cfg.explore_std`` (1: the policy's own),
+    so the return after 0 steps is that of the policy the first step learns from.
 
     ``sampler`` samples with streams seeded by ``seed`` (its own streams continue untouched), so
     the result depends on the policy, the tasks and ``seed`` only. ``params_out``, if given,
@@ -56,7 +60,8 @@ def adaptation_returns(
     out = []
     with sampler.seeded(seed):
         for k in progress(range(steps + 1), desc=desc or "", unit="step", disable=desc is None):
-            batches.append(Episodes.stack(sampler.sample(policy, params, tasks, per_task=per_task)))
+            sampling = params if per_task else widened(params, cfg.explore_std)
+            batches.append(Episodes.stack(sampler.sample(policy, sampling, tasks, per_task=per_task)))
             out.append(batches[-1].returns().mean(-1))
             if params_out is not None:
                 params_out.append(detach_params(params))
@@ -208,7 +213,7 @@ def _scores(curve: torch.Tensor) -> dict[str, Any]:
 def _baseline_curve(cfg: RLConfig, name: str, state: dict[str, Any], tasks: list[dict], steps: int,
                     sampler: Any, seed: int, lr: float | None = None) -> torch.Tensor:
     """A baseline run's curve on the same tasks, adapted with the evaluated run's inner loop (same
-    steps, episodes per step, lr unless ``lr`` is given, and test-time schedule) but in the env its own
+    steps, episodes per step, exploration std, lr unless ``lr`` is given, and test-time schedule) but in the env its own
     config makes (an oracle sees each task in its observations)."""
     bcfg = config_from_dict(state["config"])
     if not isinstance(bcfg, RLConfig) or bcfg.env.id != cfg.env.id:
@@ -217,6 +222,7 @@ def _baseline_curve(cfg: RLConfig, name: str, state: dict[str, Any], tasks: list
         raise ConfigError(f"--baseline {name}: its env.kwargs {bcfg.env.kwargs} differ from {cfg.env.kwargs}")
     bcfg = config_from_dict(state["config"], [("inner.lr", cfg.inner.lr if lr is None else lr),
                                               ("env.episodes_per_task", cfg.env.episodes_per_task),
+                                              ("explore_std", cfg.explore_std),
                                               *((f"test_{k}", v) for k, v in test_step_sizes(cfg).items())])
     benv = make_env(bcfg)
     try:

@@ -27,7 +27,7 @@ from metarl.rl.build import ALGORITHMS, make_algorithm, make_env, sampler_for, s
 from metarl.rl.episodes import Episodes
 from metarl.rl.evaluation import adaptation_returns
 from metarl.rl.losses import box_saturation
-from metarl.rl.policies import GaussianMLPPolicy
+from metarl.rl.policies import GaussianMLPPolicy, widened
 from metarl.seeding import validation_seed
 
 
@@ -119,12 +119,13 @@ class RLLearner:
         return Episodes.stack(self.sampler.sample(self.module, cpu, tasks, per_task=per_task)).to(self.device)
 
     def sample_adapted(self, tasks: list[dict]) -> tuple[list[Episodes], Episodes]:
-        """Pre-update episodes for each inner step, then post-update episodes of the adapted policies."""
+        """Pre-update episodes for each inner step (the first with the std times ``explore_std``), then
+        post-update episodes of the adapted policies."""
         theta = detach_params(params_of(self.module))
         train: list[Episodes] = []
         params, per_task = theta, False
         for _ in range(self.algo.inner_batches):
-            train.append(self._sample(params, tasks, per_task))
+            train.append(self._sample(params if per_task else widened(params, self.cfg.explore_std), tasks, per_task))
             with self._threads():
                 params = adapt_on_episodes(self.module, theta, train, self.algo.inner, self.algo.advantages)
             per_task = True

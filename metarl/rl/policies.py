@@ -12,6 +12,7 @@ distribution whose batch shape starts with the task dimension.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -86,6 +87,18 @@ class CategoricalMLPPolicy(nn.Module):
 
 #: Name prefix of learned inner learning rates held by a policy (Meta-SGD, :func:`attach_inner_lr`).
 LR_PREFIX = "inner_lr."
+
+
+def widened(params: Mapping[str, torch.Tensor], factor: float) -> dict[str, torch.Tensor]:
+    """``params`` of a :class:`GaussianMLPPolicy` with the std times ``factor`` (``log_std + log factor``;
+    shared or stacked per task): the policy that samples the pre-update episodes under ``explore_std``."""
+    out = dict(params)
+    if factor != 1.0:
+        if "log_std" not in out:
+            raise ValueError(f"explore_std: {factor} widens a Gaussian policy's std; this policy has no log_std "
+                             "(set explore_std: 1)")
+        out["log_std"] = out["log_std"] + math.log(factor)
+    return out
 
 
 def lr_key(name: str) -> str:

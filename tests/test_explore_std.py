@@ -57,7 +57,7 @@ def test_evaluation_widens_the_pre_update_episodes_only() -> None:
     tasks = env.unwrapped.sample_tasks(2, np.random.default_rng(0))
     env.close()
     theta = detach_params(params_of(policy))
-    params1, eps1 = _curve(cfg1, policy, tasks)
+    _, eps1 = _curve(cfg1, policy, tasks)
     paramsc, epsc = _curve(cfgc, policy, tasks)
 
     obs0 = eps1[0].observations[:, 0]

@@ -6,9 +6,10 @@ same pre-update episodes (RESULTS.md, "HalfCheetahVel: one step cannot tell the 
 The goal is not in the policy's observation, so sampling every goal with the same seeds gives the same
 pre-update episodes; only their rewards, ``-|v - goal| - control``, differ. When the pre-update episodes
 never run faster than a goal, each episode's return is its speed sum minus a constant, so the advantages,
-and with them the inner step, no longer depend on the goal. For each goal the script reports the share of
-pre-update live steps faster than the goal, how far the adapted parameters lie from those for the last
-(reference) goal, relative to the step itself (``|theta'_g - theta'_ref| / |theta'_ref - theta|``), the
+and with them the inner step, no longer depend on the goal. The pre-update episodes are sampled as the run
+samples them (with its ``explore_std``). For each goal the script reports the share of pre-update live steps
+faster than the goal, how far the adapted parameters lie from those for the last (reference) goal, relative
+to the step itself (``|theta'_g - theta'_ref| / |theta'_ref - theta|``), the
 mean move of the adapted mean action from the reference's in the pre-update standard deviations, and the
 adapted policy's forward speed and return on fresh episodes (the same seeds for every goal).
 """
@@ -30,7 +31,7 @@ from metarl.maml import detach_params, params_of
 from metarl.rl.adapt import adapt_on_episodes
 from metarl.rl.episodes import Episodes
 from metarl.rl.learner import RLLearner
-from metarl.rl.policies import policy_distribution
+from metarl.rl.policies import policy_distribution, widened
 from metarl.trpo import flatten
 
 
@@ -63,7 +64,7 @@ def measure(path: str, goals: list[float], seed: int) -> dict[str, Any]:
         fast = []
         for goal in goals:
             with learner.sampler.seeded(seed):
-                pre.append(learner._sample(theta, [{"velocity": goal}], per_task=False))
+                pre.append(learner._sample(widened(theta, cfg.explore_std), [{"velocity": goal}], per_task=False))
             fast.append(adapt_on_episodes(learner.module, theta, pre[-1:], learner.algo.inner,
                                           learner.algo.advantages))
         same = all(torch.equal(p.observations, pre[0].observations) for p in pre)

@@ -7,6 +7,11 @@ import json
 import pytest
 import torch
 
+from metarl.checkpoint import load_checkpoint
+from metarl.config import config_from_dict
+from metarl.maml import detach_params, params_of
+from metarl.rl.learner import RLLearner
+from metarl.rl.policies import widened
 from metarl.training import train
 from tests.scripts import load_experiment
 from tests.test_rl_baselines import tiny_cfg
@@ -46,3 +51,27 @@ def test_refuses_other_envs_and_bad_goals_in_one_line(script, tmp_path, capsys) 
     assert len(err) == 1 and "pass a HalfCheetahVel checkpoint" in err[0]
     assert script.main([str(nav / "checkpoints" / "last.pt"), "--goals", "fast"]) == 2
     assert "expected numbers separated by commas" in capsys.readouterr().err
+
+
+def test_pre_update_episodes_are_sampled_as_the_run_samples_them(script, tmp_path) -> None:
+    """A run trained with ``explore_std`` samples its pre-update episodes with the widened std; the script
+    must adapt on those, not on episodes of the narrower policy the run never steps from."""
+    run = train(tiny_cfg("metarl/HalfCheetahVel-v0", "hc", explore_std=3.0, env={"kwargs": {"frame_skip": 1}}),
+                logdir=tmp_path / "hc", quiet=True)
+    path = str(run / "checkpoints" / "last.pt")
+    result = script.measure(path, [1.0], seed=7)
+    state = load_checkpoint(path)
+    learner = RLLearner(config_from_dict(state["config"], [("sampler.num_workers", 1)]))
+    try:
+        learner.module.load_state_dict(state["learner"]["model"])
+        theta = detach_params(params_of(learner.module))
+        _, speed = script.observation_indices(learner.env)
+        speeds = {}
+        for factor in (3.0, 1.0):
+            with learner.sampler.seeded(7):
+                ep = learner._sample(widened(theta, factor), [{"velocity": 1.0}], per_task=False)
+            speeds[factor] = script.live_mean(ep.observations[..., speed], ep.masks)
+    finally:
+        learner.close()
+    assert speeds[3.0] != speeds[1.0]
+    assert result["pre_speed"] == pytest.approx(speeds[3.0], rel=1e-6)

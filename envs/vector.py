@@ -235,18 +235,70 @@ class VecMujocoTasks:
 
 
 #: Either batched implementation (both follow the protocol in the module docstring).
-VecTaskEnv = VecNavigation2D | VecMujocoTasks
+class LatentFeedback:
+    """A batched env whose agent draws a per-episode latent ``z [d]`` with its first action (MAESN-style
+    exploration, Gupta et al. 2018, arXiv 1802.07245; ``policy.latent_dim``).
+
+    Actions are ``[B, act_dim + d]``: the env gets the first ``act_dim`` columns; at the first step after
+    a reset the last ``d`` are the episode's ``z`` and are kept, later they are ignored (the sampler has a
+    latent policy repeat ``z`` there). Observations are ``cat(obs, z, first) [B, obs_dim + d + 1]``: ``z`` is 0
+    and ``first`` 1 until the first step, then ``z`` and 0. So a policy acting on these observations
+    (:class:`~metarl.rl.policies.LatentGaussianPolicy`) samples ``z`` with its first action and sees it at
+    every later step, and its log-probs and KLs on the stored episodes include the latent's, with nothing else
+    in the sampler or the losses changed.
+    """
+
+    def __init__(self, vec: Any, latent_dim: int) -> None:
+        if latent_dim < 1:
+            raise ValueError(f"LatentFeedback: latent_dim must be >= 1, got {latent_dim}")
+        self.vec, self.latent_dim = vec, int(latent_dim)
+        self.env = vec.env
+        self.num_envs = vec.num_envs
+        self.env_action_dim = int(np.prod(vec.env.action_space.shape))
+        self.observation_shape = (int(np.prod(vec.observation_shape)) + self.latent_dim + 1,)
+        self._z = torch.zeros(self.num_envs, self.latent_dim)
+        self._first = True
+
+    def _observe(self, obs: torch.Tensor) -> torch.Tensor:
+        flag = torch.full((self.num_envs, 1), 1.0 if self._first else 0.0)
+        return torch.cat([obs.reshape(self.num_envs, -1).float(), self._z, flag], 1)
+
+    def reset(self, tasks: Sequence[Task], seeds: Sequence[int] | None = None) -> torch.Tensor:
+        self._z.zero_()
+        self._first = True
+        return self._observe(self.vec.reset(tasks, seeds))
+
+    def step(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        width = self.env_action_dim + self.latent_dim
+        if tuple(actions.shape) != (self.num_envs, width):
+            raise ValueError(f"{self.env.env_name}: with latent_dim={self.latent_dim} actions must have shape "
+                             f"{(self.num_envs, width)} (the env's {self.env_action_dim} and the latent's), "
+                             f"got {tuple(actions.shape)}")
+        if self._first:
+            self._z.copy_(actions[:, self.env_action_dim:])
+            self._first = False
+        obs, rewards, done = self.vec.step(actions[:, :self.env_action_dim].contiguous())
+        return self._observe(obs), rewards, done
+
+    def close(self) -> None:
+        self.vec.close()
+
+
+VecTaskEnv = VecNavigation2D | VecMujocoTasks | LatentFeedback
 
 
 def make_vec(
-    env_id: str, num_envs: int, *, num_workers: int | None = None, env_kwargs: dict[str, Any] | None = None
+    env_id: str, num_envs: int, *, num_workers: int | None = None, env_kwargs: dict[str, Any] | None = None,
+    latent_dim: int = 0,
 ) -> VecTaskEnv:
     """The batched implementation of ``env_id``: an id of :data:`metarl.envs.ENV_IDS` (a ``metarl.envs:``
-    prefix is allowed)."""
+    prefix is allowed); with ``latent_dim`` > 0 wrapped in :class:`LatentFeedback`."""
     env_id = envs.builtin_id(env_id, "make_vec")
     if num_envs < 1:
         raise ValueError(f"make_vec: num_envs must be >= 1, got {num_envs}")
     entry = gymnasium.spec(env_id).entry_point
     if entry == f"{Navigation2DEnv.__module__}:{Navigation2DEnv.__name__}":
-        return VecNavigation2D(num_envs, env_kwargs=env_kwargs)
-    return VecMujocoTasks(env_id, num_envs, num_workers=num_workers, env_kwargs=env_kwargs)
+        vec: Any = VecNavigation2D(num_envs, env_kwargs=env_kwargs)
+    else:
+        vec = VecMujocoTasks(env_id, num_envs, num_workers=num_workers, env_kwargs=env_kwargs)
+    return LatentFeedback(vec, latent_dim) if latent_dim else vec

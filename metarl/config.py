@@ -309,6 +309,12 @@ class PolicyConfig:
     init: str = choice("torch", "weight init: torch (nn.Linear's default) or xavier (Glorot-uniform weights, zero "
                        "biases: rllab's MLP, which the paper's code used, and the reference PyTorch implementation; "
                        "navigation2d_lvc uses it)", ["torch", "xavier"])
+    latent_dim: int = nonneg(0, "per-episode latent exploration (MAESN-style, Gupta et al. 2018): each episode "
+                             "draws z ~ N(mu_z, sigma_z) of this many dimensions with its first action and the "
+                             "policy acts on it throughout; the inner step adapts mu_z and sigma_z with the "
+                             "rest (0: off, the paper's policy; built-in envs and the local sampler only)")
+    latent_step: float = positive(1.0, "with latent_dim: the inner step size of the latent's mean and log-std as "
+                                  "a multiple of inner.lr (their parameters are scaled by sqrt(latent_step))")
 
 
 @dataclass

@@ -7,6 +7,7 @@ the sampler backends in :data:`SAMPLERS` (``sampler.backend``).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -24,7 +25,13 @@ from metarl.rl.fisher import make_fisher
 from metarl.rl.generic_sampler import GenericSampler
 from metarl.rl.maml_trpo import MAMLTRPO
 from metarl.rl.objective import ActionBoxPenalty
-from metarl.rl.policies import LR_PREFIX, CategoricalMLPPolicy, GaussianMLPPolicy, attach_inner_lr
+from metarl.rl.policies import (
+    LR_PREFIX,
+    CategoricalMLPPolicy,
+    GaussianMLPPolicy,
+    LatentGaussianPolicy,
+    attach_inner_lr,
+)
 from metarl.rl.promp import ProMP
 from metarl.rl.sampler import make_sampler
 from metarl.trpo import TrustRegion
@@ -76,12 +83,17 @@ def policy_module(cfg: RLConfig, env: gym.Env | None = None) -> nn.Module:
     env = env if env is not None else make_env(cfg)
     obs_dim = int(np.prod(env.observation_space.shape))
     if isinstance(env.action_space, gym.spaces.Discrete):
+        if cfg.policy.latent_dim:
+            raise ConfigError(f"policy.latent_dim: {cfg.policy.latent_dim} is drawn as a Gaussian action, and "
+                              f"{cfg.env.id} has discrete actions; set policy.latent_dim: 0")
         if cfg.explore_std != 1.0:
             raise ConfigError(f"explore_std: {cfg.explore_std} widens a Gaussian policy's std, and {cfg.env.id} has "
                               "discrete actions (a categorical policy); set explore_std: 1")
         policy: nn.Module = CategoricalMLPPolicy(
             obs_dim, int(env.action_space.n), cfg.policy.hidden, cfg.policy.activation
         )
+    elif cfg.policy.latent_dim:
+        policy = latent_policy(cfg, env, obs_dim)
     else:
         act_dim = int(np.prod(env.action_space.shape))
         policy = GaussianMLPPolicy(obs_dim, act_dim, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std)
@@ -90,6 +102,21 @@ def policy_module(cfg: RLConfig, env: gym.Env | None = None) -> nn.Module:
     if cfg.inner.learn_lr and ALGORITHMS[cfg.algorithm].adapts:
         attach_inner_lr(policy, cfg.inner.lr)
     return policy
+
+
+def latent_policy(cfg: RLConfig, env: gym.Env, obs_dim: int) -> LatentGaussianPolicy:
+    """The :class:`LatentGaussianPolicy` of ``policy.latent_dim`` > 0, its latent's parameters scaled by
+    ``sqrt(policy.latent_step)``; a setting it cannot work with is a :class:`ConfigError`."""
+    d = cfg.policy.latent_dim
+    if not envs.is_builtin(cfg.env.id) or cfg.sampler.backend != "local":
+        raise ConfigError(f"policy.latent_dim: {d} needs a built-in env and sampler.backend: local (got "
+                          f"{cfg.env.id!r} on {cfg.sampler.backend!r}); set policy.latent_dim: 0")
+    if cfg.action_box_penalty:
+        raise ConfigError(f"policy.latent_dim: {d} and action_box_penalty: {cfg.action_box_penalty} cannot be "
+                          "combined; set one of them to 0")
+    act_dim = int(np.prod(env.action_space.shape))
+    return LatentGaussianPolicy(obs_dim, act_dim, d, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std,
+                                scale=math.sqrt(cfg.policy.latent_step))
 
 
 def xavier_init(module: nn.Module) -> None:
@@ -227,7 +254,8 @@ def _local_sampler(cfg: RLConfig, seed: int) -> Any:
         except (ValueError, envs.TaskProtocolError) as e:  # no time limit, or not the protocol
             raise ConfigError(f"env.id: {e}") from None
     return make_sampler(cfg.env.id, episodes_per_task=cfg.env.episodes_per_task,
-                        num_workers=cfg.sampler.num_workers or None, seed=seed, env_kwargs=env_kwargs(cfg))
+                        num_workers=cfg.sampler.num_workers or None, seed=seed, env_kwargs=env_kwargs(cfg),
+                        latent_dim=cfg.policy.latent_dim)
 
 
 #: ``sampler.backend`` -> ``(cfg, seed) -> sampler``; both give the same episodes for the same seed.

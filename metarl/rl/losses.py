@@ -220,6 +220,6 @@ def box_saturation(
     dist = policy_distribution(policy, params, _observations(episodes), per_task=False)
     if not (isinstance(dist, Independent) and isinstance(dist.base_dist, Normal)):
         raise TypeError(f"box_saturation needs a Gaussian policy (Independent(Normal)), got {type(dist)}")
-    loc = dist.base_dist.loc
+    loc = dist.base_dist.loc[..., :low.numel()]  # the env's coordinates (a latent policy has more)
     outside = (loc < low.to(loc)) | (loc > high.to(loc))
     return masked_mean(outside.to(loc.dtype).mean(-1), episodes.masks)

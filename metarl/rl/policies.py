@@ -67,6 +67,82 @@ class GaussianMLPPolicy(nn.Module):
         return forward
 
 
+class LatentGaussianPolicy(nn.Module):
+    """A Gaussian MLP policy with a per-episode latent ``z ~ N(mu_z, diag(sigma_z)^2)`` that every action is
+    conditioned on: MAESN-style structured exploration (Gupta et al. 2018, arXiv 1802.07245), ``policy.latent_dim``.
+
+    Why: the goal of a task is not in the observation, so per-step action noise gives every pre-update
+    episode of a task much the same behaviour (on HalfCheetahVel, the same speed), and one policy-gradient
+    step cannot tell apart goals beyond that behaviour. A latent held for a whole episode can make the
+    episodes differ as a whole, and the inner step moves ``mu_z`` (a parameter, adapted with the rest)
+    towards the latents of the episodes that did best on the task.
+
+    It acts on :class:`metarl.envs.vector.LatentFeedback` observations ``cat(obs, z, first)``, and its
+    distribution is over ``act_dim + latent_dim`` coordinates: ``N(mu_theta(obs, z), sigma)`` for the env's,
+    ``N(mu_z, sigma_z)`` for the latent's. The sampler holds the latent's noise fixed over an episode
+    (:func:`metarl.rl.sampler.policy_act`), so every step's latent coordinates are the episode's ``z``, drawn
+    with its first action, and every step's log-prob is ``log pi(a_t | s_t, z) + log q(z)``. So the REINFORCE
+    inner loss has the latent's score-function term with each step's advantage, the LVC loss its cross terms
+    with the actions' log-probs, and the TRPO surrogate and KL the latent's ratio and KL, with no other code.
+    At the first step the MLP sees ``z = 0`` (``first`` = 1): ``z`` is drawn with that step's action.
+
+    ``mu_z = scale * latent_mu`` and ``log sigma_z = scale * latent_log_std`` (both start at 0, so z ~ N(0, I));
+    ``scale`` (``sqrt(policy.latent_step)``) multiplies the inner step on the latent's own parameters by
+    ``scale ** 2`` and leaves the TRPO step, whose natural gradient does not depend on the parameterisation,
+    as it is.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        latent_dim: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        init_std: float = 1.0,
+        scale: float = 1.0,
+        min_log_std: float = -6.0,
+    ) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"LatentGaussianPolicy: latent_dim must be >= 1, got {latent_dim}")
+        self.obs_dim, self.env_action_dim, self.latent_dim = int(obs_dim), int(act_dim), int(latent_dim)
+        self.mu = mlp([obs_dim + latent_dim, *hidden_sizes, act_dim], activation)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(torch.tensor(init_std).log())))
+        self.latent_mu = nn.Parameter(torch.zeros(latent_dim))
+        self.latent_log_std = nn.Parameter(torch.zeros(latent_dim))
+        self.scale = float(scale)
+        self.min_log_std = float(min_log_std)
+
+    def _distribution(self, loc: torch.Tensor, log_std: torch.Tensor, latent_mu: torch.Tensor,
+                      latent_log_std: torch.Tensor) -> Distribution:
+        """``log_std``, ``latent_mu`` and ``latent_log_std`` broadcast against ``loc``'s leading dims."""
+        shape = (*loc.shape[:-1], self.latent_dim)
+        loc_z = (self.scale * latent_mu).expand(shape)
+        scale_z = (self.scale * latent_log_std).clamp(min=self.min_log_std).exp().expand(shape)
+        scale_a = log_std.clamp(min=self.min_log_std).exp().expand_as(loc)
+        return Independent(Normal(torch.cat([loc, loc_z], -1), torch.cat([scale_a, scale_z], -1),
+                                  validate_args=False), 1, validate_args=False)
+
+    def forward(self, obs: torch.Tensor) -> Distribution:
+        loc = self.mu(obs[..., :self.obs_dim + self.latent_dim])
+        return self._distribution(loc, self.log_std, self.latent_mu, self.latent_log_std)
+
+    def stacked(self, params: Mapping[str, torch.Tensor]) -> Callable[[torch.Tensor], Distribution] | None:
+        """:meth:`forward` for N stacked parameter sets, as :meth:`GaussianMLPPolicy.stacked`."""
+        mu = stacked_mlp(self.mu, params, "mu.")
+        vectors = [params.get(k) for k in ("log_std", "latent_mu", "latent_log_std")]
+        if mu is None or any(v is None or v.dim() != 2 for v in vectors):
+            return None
+
+        def forward(obs: torch.Tensor) -> Distribution:
+            loc = mu(obs[..., :self.obs_dim + self.latent_dim])
+            views = [v.view(v.shape[0], *([1] * (loc.dim() - 2)), v.shape[-1]) for v in vectors]
+            return self._distribution(loc, *views)
+
+        return forward
+
+
 class CategoricalMLPPolicy(nn.Module):
     """pi(a|s) = Categorical(softmax(f_theta(s))) for discrete actions; ``forward`` returns it."""
 

@@ -246,8 +246,11 @@ def policy_act(
     """The :data:`ActFn` of one :func:`collect` call: ``policy`` with ``params`` (shared, or
     stacked ``[N, ...]`` with ``per_task``) on the params' device, under ``torch.no_grad`` by
     the caller, acting with :func:`draw_noise`'s noise for ``noise_seeds`` (step ``t`` of the
-    rollout uses ``noise[t]``; the function counts its calls)."""
+    rollout uses ``noise[t]``; the function counts its calls). A policy with a ``latent_dim`` d > 0
+    (:class:`~metarl.rl.policies.LatentGaussianPolicy`) keeps its last d coordinates' noise at the first
+    step's for the whole rollout: with its params fixed, every step then draws the episode's one ``z``."""
     device = next(iter(params.values())).device if params else torch.device("cpu")
+    latent = int(getattr(policy, "latent_dim", 0))
     with torch.no_grad():
         forward = policy_distribution_fn(policy, params, per_task=per_task)
     noise: torch.Tensor | None = None
@@ -258,6 +261,8 @@ def policy_act(
         dist = forward(obs.to(device))
         if noise is None:  # the whole [T, N, B, ...] noise at once, now that its shape is known
             noise = draw_noise(dist, noise_seeds, horizon).to(device)
+            if latent:  # a latent policy's z: its first step's draw, held for the episode
+                noise[1:, ..., -latent:] = noise[0, ..., -latent:]
         eps = noise[step]
         a = actions_from_noise(dist, eps)
         step += 1
@@ -404,16 +409,19 @@ class MultiTaskSampler(VecSampler):
         seed: int = 0,
         env_kwargs: Mapping[str, Any] | None = None,
         horizon: int | None = None,
+        latent_dim: int = 0,
     ) -> None:
         env_id = envs.builtin_id(env_id, "make_sampler")
         self._setup("make_sampler", env_id, episodes_per_task, num_workers, env_kwargs, seed)
+        self.latent_dim = int(latent_dim)
         self._set_horizon("make_sampler", gymnasium.spec(env_id).max_episode_steps, horizon)
 
     def _vec_for(self, n_tasks: int) -> VecTaskEnv:
         nb = n_tasks * self.episodes_per_task
         if self._vec is None or self._vec.num_envs != nb:
             self.close()
-            self._vec = make_vec(self.env_id, nb, num_workers=self.num_workers, env_kwargs=self.env_kwargs)
+            self._vec = make_vec(self.env_id, nb, num_workers=self.num_workers, env_kwargs=self.env_kwargs,
+                                 latent_dim=self.latent_dim)
         return self._vec
 
 def make_sampler(
@@ -424,6 +432,7 @@ def make_sampler(
     seed: int = 0,
     env_kwargs: Mapping[str, Any] | None = None,
     horizon: int | None = None,
+    latent_dim: int = 0,
 ) -> MultiTaskSampler:
     """A :class:`MultiTaskSampler` for ``env_id`` (one of ``metarl.envs.ENV_IDS``; ``metarl.envs:`` prefix allowed).
 
@@ -434,6 +443,8 @@ def make_sampler(
         seed: seeds the sampler's own reset-seed and action-noise streams.
         env_kwargs: passed to ``gymnasium.make`` (e.g. ``{"squared": True}``).
         horizon: episode length; default: the id's registered ``max_episode_steps``.
+        latent_dim: with d > 0, each episode's first action carries a latent ``z [d]`` that its later
+            observations hold (:class:`metarl.envs.vector.LatentFeedback`; ``policy.latent_dim``).
     """
     return MultiTaskSampler(
         env_id,
@@ -442,4 +453,5 @@ def make_sampler(
         seed=seed,
         env_kwargs=env_kwargs,
         horizon=horizon,
+        latent_dim=latent_dim,
     )

@@ -182,11 +182,38 @@ class PolicyFn:
     params: Params
     deterministic: bool = True
 
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new episode: a latent policy (``policy.latent_dim``) draws its ``z`` at the next call."""
+        self._z: np.ndarray | None = None
+
+    def _augmented(self, obs: Any) -> Any:
+        """``obs`` as a latent policy sees it, ``cat(obs, z, first)`` (the env observations of
+        :class:`metarl.envs.vector.LatentFeedback`); other policies' ``obs`` unchanged."""
+        d = getattr(self.module, "latent_dim", 0)
+        if not d:
+            return obs
+        o = np.asarray(obs, dtype=np.float32)
+        z = np.zeros((*o.shape[:-1], d), np.float32) if self._z is None else self._z
+        first = np.full((*o.shape[:-1], 1), 1.0 if self._z is None else 0.0, np.float32)
+        return np.concatenate([o, z, first], -1)
+
     def __call__(self, obs: Any) -> np.ndarray:
-        return act(self.module, self.params, obs, deterministic=self.deterministic)
+        """The action for ``obs``; a latent policy draws its episode's ``z`` (its mean if ``deterministic``)
+        at the first call after :meth:`reset` and keeps it, and only the env's coordinates are returned."""
+        a = act(self.module, self.params, self._augmented(obs), deterministic=self.deterministic)
+        d = getattr(self.module, "latent_dim", 0)
+        if not d:
+            return a
+        if self._z is None:
+            self._z = a[..., -d:].astype(np.float32)
+        return a[..., :-d]
 
     def distribution(self, obs: Any) -> Distribution:
-        return distribution(self.module, self.params, obs)
+        """The action distribution at ``obs`` (a latent policy's over the env's and the latent's coordinates)."""
+        return distribution(self.module, self.params, self._augmented(obs))
 
 
 # ---------------------------------------------------------------------------- evaluate --task
@@ -357,6 +384,7 @@ def render_episode(env: gym.Env, policy: PolicyFn, task: dict[str, Any], *, seed
     """One episode of ``policy`` on ``task`` in ``env`` (``render_mode="rgb_array"``), reset with
     ``seed``: a captioned frame after each step, the return and the length."""
     obs, _ = env.reset(seed=seed, options={"task": task})
+    policy.reset()
     frames, total, t = [], 0.0, 0
     while True:
         obs, reward, terminated, truncated, _ = env.step(policy(obs))

@@ -234,18 +234,16 @@ class VecMujocoTasks:
         self.env.close()
 
 
-#: Either batched implementation (both follow the protocol in the module docstring).
 class LatentFeedback:
     """A batched env whose agent draws a per-episode latent ``z [d]`` with its first action (MAESN-style
     exploration, Gupta et al. 2018, arXiv 1802.07245; ``policy.latent_dim``).
 
     Actions are ``[B, act_dim + d]``: the env gets the first ``act_dim`` columns; at the first step after
-    a reset the last ``d`` are the episode's ``z`` and are kept, later they are ignored (the sampler has a
-    latent policy repeat ``z`` there). Observations are ``cat(obs, z, first) [B, obs_dim + d + 1]``: ``z`` is 0
-    and ``first`` 1 until the first step, then ``z`` and 0. So a policy acting on these observations
-    (:class:`~metarl.rl.policies.LatentGaussianPolicy`) samples ``z`` with its first action and sees it at
-    every later step, and its log-probs and KLs on the stored episodes include the latent's, with nothing else
-    in the sampler or the losses changed.
+    a reset the last ``d`` are the episode's ``z`` and are kept, later they are ignored. Observations are
+    ``cat(obs, z, first) [B, obs_dim + d + 1]``: ``z`` is 0 and ``first`` 1 until the first step, then
+    ``z`` and 0. So a policy acting on these observations (:class:`~metarl.rl.policies.LatentGaussianPolicy`)
+    samples ``z`` with its first action and sees it at every later step, and its log-probs and KLs on the
+    stored episodes include the latent's, with nothing else in the sampler or the losses changed.
     """
 
     def __init__(self, vec: Any, latent_dim: int) -> None:
@@ -284,6 +282,7 @@ class LatentFeedback:
         self.vec.close()
 
 
+#: A batched implementation, or one wrapped for a latent policy (all follow the protocol in the module docstring).
 VecTaskEnv = VecNavigation2D | VecMujocoTasks | LatentFeedback
 
 

@@ -1,6 +1,6 @@
 """``policy.latent_dim``: a per-episode latent z drawn with the first action (MAESN-style exploration). The env
-wrapper feeds z back into the observations, every step's log-prob includes log q(z), and the inner step moves
-the latent's mean as a REINFORCE step on z would."""
+wrapper feeds z back into the observations, the log-prob of an episode's first step includes log q(z), and the
+inner step moves the latent's mean as a REINFORCE step on z with the first step's advantage would."""
 
 from __future__ import annotations
 
@@ -66,16 +66,22 @@ def _q(policy: LatentGaussianPolicy, mu: torch.Tensor, log_std: torch.Tensor) ->
     return torch.distributions.Normal(policy.scale * mu, (policy.scale * log_std).exp())
 
 
-def test_log_prob_is_the_actions_given_z_plus_the_latents() -> None:
-    """Every step: log N(a; mu(s, z), sigma) + log N(z; scale * latent_mu, exp(scale * latent_log_std)), with
-    the z of the observation for the MLP (0 at the first step) and the latent coordinates' value for q."""
+def test_log_prob_adds_the_latents_at_the_first_step_only() -> None:
+    """First step: log N(a; mu(s, 0), sigma) + log N(z; scale * latent_mu, exp(scale * latent_log_std)). Later
+    steps: the action's log-prob given z, plus a term that does not depend on the parameters."""
     policy = _policy()
     s, z, a = torch.randn(5, 3), torch.randn(5, 2), torch.randn(5, 2)
+    loc = policy.mu(torch.cat([s, torch.zeros(5, 2)], -1))
+    act = torch.distributions.Normal(loc, policy.log_std.exp()).log_prob(a).sum(-1)
     q = _q(policy, policy.latent_mu, policy.latent_log_std).log_prob(z).sum(-1)
-    for first, seen in ((1.0, torch.zeros(5, 2)), (0.0, z)):
-        loc = policy.mu(torch.cat([s, seen], -1))
-        act = torch.distributions.Normal(loc, policy.log_std.exp()).log_prob(a).sum(-1)
-        torch.testing.assert_close(policy(_obs(s, seen, first)).log_prob(torch.cat([a, z], -1)), act + q)
+    torch.testing.assert_close(policy(_obs(s, torch.zeros(5, 2), 1.0)).log_prob(torch.cat([a, z], -1)), act + q)
+
+    later = policy(_obs(s, z, 0.0)).log_prob(torch.cat([a, torch.zeros(5, 2)], -1))
+    loc_z = policy.mu(torch.cat([s, z], -1))
+    act_z = torch.distributions.Normal(loc_z, policy.log_std.exp()).log_prob(a).sum(-1)
+    torch.testing.assert_close(later, act_z + torch.distributions.Normal(z, 1.0).log_prob(torch.zeros(5, 2)).sum(-1))
+    g = torch.autograd.grad(later.sum(), [policy.latent_mu, policy.latent_log_std])
+    assert all(bool((x == 0).all()) for x in g)
 
 
 def test_stacked_forward_equals_per_task_modules() -> None:
@@ -91,8 +97,8 @@ def test_stacked_forward_equals_per_task_modules() -> None:
         torch.testing.assert_close(dist.base_dist.scale[i], ref.base_dist.scale)
 
 
-def test_kl_includes_the_latents_at_every_step() -> None:
-    """Between two latent distributions only, the mean KL over the steps is the latents' KL."""
+def test_kl_includes_the_latents_at_the_first_step() -> None:
+    """Between two latent distributions only, the mean KL over T steps is the latents' KL over T (one step of T)."""
     policy = _policy()
     theta = detach_params(params_of(policy))
     moved = dict(theta, latent_mu=theta["latent_mu"] + 0.05)
@@ -103,14 +109,14 @@ def test_kl_includes_the_latents_at_every_step() -> None:
     kl = kl_divergence(policy, moved, theta, ep)
     mu0, mu1 = policy.scale * theta["latent_mu"], policy.scale * moved["latent_mu"]
     sd = (policy.scale * theta["latent_log_std"]).exp()
-    torch.testing.assert_close(kl, (((mu1 - mu0) / sd) ** 2 / 2).sum())
+    torch.testing.assert_close(kl, (((mu1 - mu0) / sd) ** 2 / 2).sum() / T)
 
 
 def test_inner_step_moves_the_latent_mean_by_a_reinforce_step_on_z() -> None:
-    """With scale sqrt(k) and every step live, the inner step on latent_mu moves mu_z by
-    k * alpha * mean_b (z_b - mu_z) / sigma_z^2 * mean_t A_tb: REINFORCE on z with each step's advantage."""
+    """With scale sqrt(T * k) and every step live, the inner step on latent_mu moves mu_z by
+    k * alpha * mean_b (z_b - mu_z) / sigma_z^2 * A_b0: REINFORCE on z with the first step's advantage."""
     T, B, alpha, k = 4, 6, 0.1, 9.0
-    policy = _policy(scale=math.sqrt(k))
+    policy = _policy(scale=math.sqrt(T * k))
     theta = {n: v.detach().clone().requires_grad_(True) for n, v in params_of(policy).items()}
     mu_z = policy.scale * theta["latent_mu"].detach()
     sd_z = (policy.scale * theta["latent_log_std"].detach()).exp()
@@ -122,7 +128,7 @@ def test_inner_step_moves_the_latent_mean_by_a_reinforce_step_on_z() -> None:
     adv = torch.randn(T, B)
     (g,) = torch.autograd.grad(reinforce_loss(policy, theta, ep, adv), [theta["latent_mu"]])
     step = policy.scale * (-alpha * g)  # mu_z = scale * latent_mu
-    expected = k * alpha * (((z - mu_z) / sd_z**2) * adv.mean(0).unsqueeze(-1)).mean(0)
+    expected = k * alpha * (((z - mu_z) / sd_z**2) * adv[0].unsqueeze(-1)).mean(0)
     torch.testing.assert_close(step, expected)
 
 
@@ -132,7 +138,7 @@ def test_sampled_episodes_hold_the_latent_and_adapt() -> None:
     cfg = tiny_cfg(NAV, "nav", policy={"hidden": [8], "activation": "tanh", "latent_dim": 2})
     env = make_env(cfg)
     policy = policy_module(cfg, env)
-    assert isinstance(policy, LatentGaussianPolicy) and policy.scale == 1.0
+    assert isinstance(policy, LatentGaussianPolicy) and policy.scale == math.sqrt(env.spec.max_episode_steps)
     tasks = env.unwrapped.sample_tasks(2, np.random.default_rng(0))
     env.close()
     sampler = sampler_for(cfg, 3)
@@ -144,9 +150,7 @@ def test_sampled_episodes_hold_the_latent_and_adapt() -> None:
     finally:
         sampler.close()
     before, after = episodes_out
-    z = before.actions[:, 0, :, 2:]  # [N, B, d]: the first action's latent, every step's
-    assert bool((before.actions[..., 2:] == z.unsqueeze(1)).all())
-    assert bool((after.actions[..., 2:] == after.actions[:, :1, :, 2:]).all())
+    z = before.actions[:, 0, :, 2:]  # [N, B, d]: the first action's latent
     assert bool((before.observations[:, 1:, :, 2:4] == z.unsqueeze(1)).all())
     assert bool((before.observations[:, 0, :, 4] == 1).all()) and bool((before.observations[:, 1:, :, 4] == 0).all())
     assert z.std() > 0.3  # N(0, I) at the start

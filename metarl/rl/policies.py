@@ -68,8 +68,9 @@ class GaussianMLPPolicy(nn.Module):
 
 
 class LatentGaussianPolicy(nn.Module):
-    """A Gaussian MLP policy with a per-episode latent ``z ~ N(mu_z, diag(sigma_z)^2)`` that every action is
-    conditioned on: MAESN-style structured exploration (Gupta et al. 2018, arXiv 1802.07245), ``policy.latent_dim``.
+    """A Gaussian MLP policy that also draws a per-episode latent ``z ~ N(mu_z, diag(sigma_z)^2)``, its first
+    "action", and conditions every later action on it: MAESN-style structured exploration (Gupta et al. 2018,
+    arXiv 1802.07245), ``policy.latent_dim``.
 
     Why: the goal of a task is not in the observation, so per-step action noise gives every pre-update
     episode of a task much the same behaviour (on HalfCheetahVel, the same speed), and one policy-gradient
@@ -77,19 +78,20 @@ class LatentGaussianPolicy(nn.Module):
     episodes differ as a whole, and the inner step moves ``mu_z`` (a parameter, adapted with the rest)
     towards the latents of the episodes that did best on the task.
 
-    It acts on :class:`metarl.envs.vector.LatentFeedback` observations ``cat(obs, z, first)``, and its
-    distribution is over ``act_dim + latent_dim`` coordinates: ``N(mu_theta(obs, z), sigma)`` for the env's,
-    ``N(mu_z, sigma_z)`` for the latent's. The sampler holds the latent's noise fixed over an episode
-    (:func:`metarl.rl.sampler.policy_act`), so every step's latent coordinates are the episode's ``z``, drawn
-    with its first action, and every step's log-prob is ``log pi(a_t | s_t, z) + log q(z)``. So the REINFORCE
-    inner loss has the latent's score-function term with each step's advantage, the LVC loss its cross terms
-    with the actions' log-probs, and the TRPO surrogate and KL the latent's ratio and KL, with no other code.
-    At the first step the MLP sees ``z = 0`` (``first`` = 1): ``z`` is drawn with that step's action.
+    It acts on :class:`metarl.envs.vector.LatentFeedback` observations ``cat(obs, z, first)``: the action
+    distribution is over ``act_dim + latent_dim`` coordinates, ``N(mu_theta(obs, z), sigma)`` for the env's
+    and, for the latent's, ``N(mu_z, sigma_z)`` at the first step and ``N(z, 1)`` after it, whose value the
+    env ignores and whose log-prob does not depend on the parameters. So the log-prob of an episode's first
+    step includes ``log q(z)``: the REINFORCE inner loss has the latent's score-function term, weighted by the
+    first step's advantage, and the TRPO surrogate and KL include the latent's ratio and KL, with no other
+    code. Only the first step's advantage is a valid one for z: the baseline there sees ``s_0`` (``z`` = 0),
+    while a later state's baseline would see ``z`` and its consequences and absorb the latent's effect.
 
     ``mu_z = scale * latent_mu`` and ``log sigma_z = scale * latent_log_std`` (both start at 0, so z ~ N(0, I));
-    ``scale`` (``sqrt(policy.latent_step)``) multiplies the inner step on the latent's own parameters by
-    ``scale ** 2`` and leaves the TRPO step, whose natural gradient does not depend on the parameterisation,
-    as it is.
+    ``scale = sqrt(horizon * policy.latent_step)``. The losses are means over all steps, of which the latent
+    term has one per episode, so the scale makes the inner step on ``mu_z`` ``latent_step`` times a
+    REINFORCE step on z at ``inner.lr`` (mean over episodes), and leaves the TRPO step, whose natural gradient
+    does not depend on the parameterisation, as it is.
     """
 
     def __init__(
@@ -114,19 +116,19 @@ class LatentGaussianPolicy(nn.Module):
         self.scale = float(scale)
         self.min_log_std = float(min_log_std)
 
-    def _distribution(self, loc: torch.Tensor, log_std: torch.Tensor, latent_mu: torch.Tensor,
-                      latent_log_std: torch.Tensor) -> Distribution:
+    def _distribution(self, obs: torch.Tensor, loc: torch.Tensor, log_std: torch.Tensor,
+                      latent_mu: torch.Tensor, latent_log_std: torch.Tensor) -> Distribution:
         """``log_std``, ``latent_mu`` and ``latent_log_std`` broadcast against ``loc``'s leading dims."""
-        shape = (*loc.shape[:-1], self.latent_dim)
-        loc_z = (self.scale * latent_mu).expand(shape)
-        scale_z = (self.scale * latent_log_std).clamp(min=self.min_log_std).exp().expand(shape)
+        z, first = obs[..., self.obs_dim:self.obs_dim + self.latent_dim], obs[..., -1:]
         scale_a = log_std.clamp(min=self.min_log_std).exp().expand_as(loc)
+        loc_z = first * (self.scale * latent_mu) + (1 - first) * z
+        scale_z = first * (self.scale * latent_log_std).clamp(min=self.min_log_std).exp() + (1 - first)
         return Independent(Normal(torch.cat([loc, loc_z], -1), torch.cat([scale_a, scale_z], -1),
                                   validate_args=False), 1, validate_args=False)
 
     def forward(self, obs: torch.Tensor) -> Distribution:
         loc = self.mu(obs[..., :self.obs_dim + self.latent_dim])
-        return self._distribution(loc, self.log_std, self.latent_mu, self.latent_log_std)
+        return self._distribution(obs, loc, self.log_std, self.latent_mu, self.latent_log_std)
 
     def stacked(self, params: Mapping[str, torch.Tensor]) -> Callable[[torch.Tensor], Distribution] | None:
         """:meth:`forward` for N stacked parameter sets, as :meth:`GaussianMLPPolicy.stacked`."""
@@ -138,7 +140,7 @@ class LatentGaussianPolicy(nn.Module):
         def forward(obs: torch.Tensor) -> Distribution:
             loc = mu(obs[..., :self.obs_dim + self.latent_dim])
             views = [v.view(v.shape[0], *([1] * (loc.dim() - 2)), v.shape[-1]) for v in vectors]
-            return self._distribution(loc, *views)
+            return self._distribution(obs, loc, *views)
 
         return forward
 

@@ -246,11 +246,8 @@ def policy_act(
     """The :data:`ActFn` of one :func:`collect` call: ``policy`` with ``params`` (shared, or
     stacked ``[N, ...]`` with ``per_task``) on the params' device, under ``torch.no_grad`` by
     the caller, acting with :func:`draw_noise`'s noise for ``noise_seeds`` (step ``t`` of the
-    rollout uses ``noise[t]``; the function counts its calls). A policy with a ``latent_dim`` d > 0
-    (:class:`~metarl.rl.policies.LatentGaussianPolicy`) keeps its last d coordinates' noise at the first
-    step's for the whole rollout: with its params fixed, every step then draws the episode's one ``z``."""
+    rollout uses ``noise[t]``; the function counts its calls)."""
     device = next(iter(params.values())).device if params else torch.device("cpu")
-    latent = int(getattr(policy, "latent_dim", 0))
     with torch.no_grad():
         forward = policy_distribution_fn(policy, params, per_task=per_task)
     noise: torch.Tensor | None = None
@@ -261,8 +258,6 @@ def policy_act(
         dist = forward(obs.to(device))
         if noise is None:  # the whole [T, N, B, ...] noise at once, now that its shape is known
             noise = draw_noise(dist, noise_seeds, horizon).to(device)
-            if latent:  # a latent policy's z: its first step's draw, held for the episode
-                noise[1:, ..., -latent:] = noise[0, ..., -latent:]
         eps = noise[step]
         a = actions_from_noise(dist, eps)
         step += 1

@@ -193,3 +193,6 @@ def test_training_runs_checkpoints_and_evaluates(tmp_path) -> None:
     assert cli_main(args) == 0
     assert cli_main(["evaluate", str(run), "--tasks", "2", "--steps", "1", "--out", str(tmp_path / "e.json")]) == 0
     assert (tmp_path / "e.json").exists()
+    gif = tmp_path / "a.gif"
+    assert cli_main(["record", str(run), "--task", "goal=0.3,-0.2", "--steps", "1", "--out", str(gif)]) == 0
+    assert gif.stat().st_size > 0

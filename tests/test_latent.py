@@ -14,6 +14,7 @@ from metarl.envs.vector import LatentFeedback, make_vec
 from metarl.cli import main as cli_main
 from metarl.config import ConfigError
 from metarl.maml import detach_params, params_of
+from metarl.rl.baseline import AdvantageEstimator
 from metarl.rl.build import make_env, policy_module, sampler_for
 from metarl.rl.episodes import Episodes
 from metarl.rl.evaluation import adaptation_returns
@@ -159,6 +160,26 @@ def test_sampled_episodes_hold_the_latent_and_adapt() -> None:
     adapted = params_out[1]
     assert not torch.equal(adapted["latent_mu"][0], theta["latent_mu"])
     assert log_prob_gap(policy, adapted, after, per_task=True) < 1e-4
+
+
+def test_why_the_first_steps_advantage_is_the_latents() -> None:
+    """The linear baseline is a least-squares fit on features that include z after the first step (the
+    observation holds it), and least-squares residuals are orthogonal to every feature: the later steps'
+    advantages carry nothing linear in z. The latent's information is in the first step's advantage, whose
+    baseline sees z = 0 (here: return = 5 z_0 + noise); a step on mu_z with every step's advantages is that
+    term alone, diluted by the horizon."""
+    T, B = 30, 40
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(B, 2, generator=gen)
+    s = torch.randn(T, B, 3, generator=gen)
+    obs = torch.stack([_obs(s[t], torch.zeros(B, 2) if t == 0 else z, 1.0 if t == 0 else 0.0) for t in range(T)])
+    rewards = (5 * z[:, 0] / T).expand(T, B) + 0.1 * torch.randn(T, B, generator=gen)
+    ep = Episodes(obs, torch.zeros(T, B, 4), rewards, torch.ones(T, B), torch.zeros(T, B))
+    adv = AdvantageEstimator(gamma=1.0, gae_lambda=1.0, normalize=False)(ep)
+    later = (z * adv[1:].sum(0).unsqueeze(-1)).mean(0)
+    first = (z * adv[0].unsqueeze(-1)).mean(0)
+    assert later.abs().max() < 1e-3 * first.abs().max()
+    assert first[0] > 3 and abs(float(first[1])) < 1.5
 
 
 def test_policy_fn_draws_z_once_per_episode() -> None:

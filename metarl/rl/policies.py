@@ -84,8 +84,8 @@ class LatentGaussianPolicy(nn.Module):
     env ignores and whose log-prob does not depend on the parameters. So the log-prob of an episode's first
     step includes ``log q(z)``: the REINFORCE inner loss has the latent's score-function term, weighted by the
     first step's advantage, and the TRPO surrogate and KL include the latent's ratio and KL, with no other
-    code. Only the first step's advantage is a valid one for z: the baseline there sees ``s_0`` (``z`` = 0),
-    while a later state's baseline would see ``z`` and its consequences and absorb the latent's effect.
+    code. The first step's advantage is the one that carries z's effect: its baseline sees ``s_0`` (``z`` = 0),
+    while the later steps' linear baseline sees ``z``, and least-squares residuals are orthogonal to it.
 
     ``mu_z = scale * latent_mu`` and ``log sigma_z = scale * latent_log_std`` (both start at 0, so z ~ N(0, I));
     ``scale = sqrt(horizon * policy.latent_step)``. The losses are means over all steps, of which the latent

@@ -67,7 +67,9 @@ class Run:
 
     def policy(self, params: Params | None = None, deterministic: bool = True) -> Any:
         """RL runs: ``policy(obs) -> action`` (numpy in and out) for a plain Gymnasium loop, with
-        ``params`` (default the meta-learned ones); ``policy.distribution(obs)`` is the action distribution."""
+        ``params`` (default the meta-learned ones); ``policy.distribution(obs)`` is the action distribution.
+        A run with a per-episode latent (``policy.latent_dim``) draws it at the first call: call
+        ``policy.reset()`` at the start of every further episode."""
         from metarl.rl.watch import PolicyFn
 
         return PolicyFn(self.module, self.params if params is None else params, deterministic)

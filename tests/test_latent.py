@@ -20,7 +20,7 @@ from metarl.rl.episodes import Episodes
 from metarl.rl.evaluation import adaptation_returns
 from metarl.rl.losses import kl_divergence, log_prob_gap, reinforce_loss
 from metarl.rl.policies import LatentGaussianPolicy, policy_distribution
-from metarl.rl.watch import PolicyFn
+from metarl.rl.watch import PolicyFn, act
 from tests.test_rl_baselines import tiny_cfg
 
 torch.set_num_threads(1)
@@ -193,6 +193,8 @@ def test_policy_fn_draws_z_once_per_episode() -> None:
     np.testing.assert_allclose(a1, ref.detach().numpy(), rtol=1e-5)
     fn.reset()
     np.testing.assert_allclose(fn(np.zeros(3, np.float32)), a0)
+    with pytest.raises(ValueError, match="per-episode latent"):
+        act(policy, detach_params(params_of(policy)), np.zeros(3, np.float32))
 
 
 def test_settings_it_cannot_work_with_are_one_line_errors(tmp_path, capsys) -> None:

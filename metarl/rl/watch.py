@@ -156,6 +156,11 @@ def adapt_to(run: Any, task: dict[str, Any], *, steps: int | None = None, seed: 
 def distribution(module: nn.Module, params: Params, obs: Any) -> Distribution:
     """The policy's action distribution at ``obs`` (numpy or tensor, ``[obs_dim]`` or ``[B, obs_dim]``)."""
     x = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs, dtype=torch.float32)
+    latent = getattr(module, "latent_dim", 0)
+    if latent and x.shape[-1] != module.obs_dim + latent + 1:
+        raise ValueError(f"this run's policy has a per-episode latent (policy.latent_dim: {latent}) and acts on "
+                         f"observations of {module.obs_dim + latent + 1} floats, got {x.shape[-1]}: use "
+                         "run.policy(), which keeps the episode's latent (call its reset() at each episode's start)")
     with torch.no_grad():
         dist = functional_forward(module, params, x)
     if not isinstance(dist, Distribution):

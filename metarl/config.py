@@ -313,9 +313,9 @@ class PolicyConfig:
                              "draws z ~ N(mu_z, sigma_z) of this many dimensions with its first action and the "
                              "policy acts on it throughout; the inner step adapts mu_z and sigma_z with the "
                              "rest (0: off, the paper's policy; built-in envs and the local sampler only)")
-    latent_step: float = positive(1.0, "with latent_dim: the inner step on the latent's mean and log-std as a "
-                                  "multiple of a REINFORCE step on z at inner.lr, averaged over the episodes (their "
-                                  "parameters are scaled by sqrt(horizon * latent_step))")
+    latent_step: float = positive(1.0, "with latent_dim: the inner step on the latent's mean as a multiple of a "
+                                  "REINFORCE step on z at inner.lr, averaged over the episodes (its parameter is "
+                                  "scaled by sqrt(horizon * latent_step)); the log-std takes 1")
 
 
 @dataclass

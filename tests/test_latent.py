@@ -50,9 +50,9 @@ def test_wrapper_keeps_the_first_actions_latent_and_strips_it() -> None:
     plain.close()
 
 
-def _policy(scale: float = 2.0) -> LatentGaussianPolicy:
+def _policy(scale: float = 2.0, std_scale: float = 1.5) -> LatentGaussianPolicy:
     torch.manual_seed(0)
-    policy = LatentGaussianPolicy(3, 2, 2, (8,), "tanh", 0.5, scale=scale)
+    policy = LatentGaussianPolicy(3, 2, 2, (8,), "tanh", 0.5, scale=scale, std_scale=std_scale)
     with torch.no_grad():
         policy.latent_mu.copy_(torch.tensor([0.1, -0.2]))
         policy.latent_log_std.copy_(torch.tensor([0.05, -0.1]))
@@ -64,11 +64,11 @@ def _obs(s: torch.Tensor, z: torch.Tensor, first: float) -> torch.Tensor:
 
 
 def _q(policy: LatentGaussianPolicy, mu: torch.Tensor, log_std: torch.Tensor) -> torch.distributions.Normal:
-    return torch.distributions.Normal(policy.scale * mu, (policy.scale * log_std).exp())
+    return torch.distributions.Normal(policy.scale * mu, (policy.std_scale * log_std).exp())
 
 
 def test_log_prob_adds_the_latents_at_the_first_step_only() -> None:
-    """First step: log N(a; mu(s, 0), sigma) + log N(z; scale * latent_mu, exp(scale * latent_log_std)). Later
+    """First step: log N(a; mu(s, 0), sigma) + log N(z; scale * latent_mu, exp(std_scale * latent_log_std)). Later
     steps: the action's log-prob given z, plus a term that does not depend on the parameters."""
     policy = _policy()
     s, z, a = torch.randn(5, 3), torch.randn(5, 2), torch.randn(5, 2)
@@ -109,18 +109,19 @@ def test_kl_includes_the_latents_at_the_first_step() -> None:
     ep = Episodes(obs, torch.zeros(T, B, 4), torch.zeros(T, B), torch.ones(T, B), torch.zeros(T, B))
     kl = kl_divergence(policy, moved, theta, ep)
     mu0, mu1 = policy.scale * theta["latent_mu"], policy.scale * moved["latent_mu"]
-    sd = (policy.scale * theta["latent_log_std"]).exp()
+    sd = (policy.std_scale * theta["latent_log_std"]).exp()
     torch.testing.assert_close(kl, (((mu1 - mu0) / sd) ** 2 / 2).sum() / T)
 
 
 def test_inner_step_moves_the_latent_mean_by_a_reinforce_step_on_z() -> None:
     """With scale sqrt(T * k) and every step live, the inner step on latent_mu moves mu_z by
-    k * alpha * mean_b (z_b - mu_z) / sigma_z^2 * A_b0: REINFORCE on z with the first step's advantage."""
+    k * alpha * mean_b (z_b - mu_z) / sigma_z^2 * A_b0: REINFORCE on z with the first step's advantage; with
+    std_scale sqrt(T) the step on log sigma_z is that REINFORCE step at alpha."""
     T, B, alpha, k = 4, 6, 0.1, 9.0
-    policy = _policy(scale=math.sqrt(T * k))
+    policy = _policy(scale=math.sqrt(T * k), std_scale=math.sqrt(T))
     theta = {n: v.detach().clone().requires_grad_(True) for n, v in params_of(policy).items()}
     mu_z = policy.scale * theta["latent_mu"].detach()
-    sd_z = (policy.scale * theta["latent_log_std"].detach()).exp()
+    sd_z = (policy.std_scale * theta["latent_log_std"].detach()).exp()
     z = mu_z + sd_z * torch.randn(B, 2)
     s = torch.randn(T, B, 3)
     obs = torch.stack([_obs(s[t], torch.zeros(B, 2) if t == 0 else z, 1.0 if t == 0 else 0.0) for t in range(T)])
@@ -131,6 +132,11 @@ def test_inner_step_moves_the_latent_mean_by_a_reinforce_step_on_z() -> None:
     step = policy.scale * (-alpha * g)  # mu_z = scale * latent_mu
     expected = k * alpha * (((z - mu_z) / sd_z**2) * adv[0].unsqueeze(-1)).mean(0)
     torch.testing.assert_close(step, expected)
+    # the log-std's step at std_scale sqrt(T): one REINFORCE step on z at alpha, d log q / d log sigma = xi^2 - 1
+    (g,) = torch.autograd.grad(reinforce_loss(policy, theta, ep, adv), [theta["latent_log_std"]])
+    step = policy.std_scale * (-alpha * g)
+    xi = (z - mu_z) / sd_z
+    torch.testing.assert_close(step, alpha * ((xi**2 - 1) * adv[0].unsqueeze(-1)).mean(0))
 
 
 def test_sampled_episodes_hold_the_latent_and_adapt() -> None:
@@ -139,7 +145,8 @@ def test_sampled_episodes_hold_the_latent_and_adapt() -> None:
     cfg = tiny_cfg(NAV, "nav", policy={"hidden": [8], "activation": "tanh", "latent_dim": 2})
     env = make_env(cfg)
     policy = policy_module(cfg, env)
-    assert isinstance(policy, LatentGaussianPolicy) and policy.scale == math.sqrt(env.spec.max_episode_steps)
+    assert isinstance(policy, LatentGaussianPolicy)
+    assert policy.scale == policy.std_scale == math.sqrt(env.spec.max_episode_steps)  # latent_step 1
     tasks = env.unwrapped.sample_tasks(2, np.random.default_rng(0))
     env.close()
     sampler = sampler_for(cfg, 3)

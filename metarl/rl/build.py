@@ -105,8 +105,9 @@ def policy_module(cfg: RLConfig, env: gym.Env | None = None) -> nn.Module:
 
 
 def latent_policy(cfg: RLConfig, env: gym.Env, obs_dim: int) -> LatentGaussianPolicy:
-    """The :class:`LatentGaussianPolicy` of ``policy.latent_dim`` > 0, its latent's parameters scaled by the square
-    root of the env's horizon times ``policy.latent_step``; a setting it cannot work with is a :class:`ConfigError`."""
+    """The :class:`LatentGaussianPolicy` of ``policy.latent_dim`` > 0: its latent's mean scaled by the square root
+    of the env's horizon times ``policy.latent_step``, its log-std by that of the horizon; a setting it cannot work
+    with is a :class:`ConfigError`."""
     d = cfg.policy.latent_dim
     if not envs.is_builtin(cfg.env.id) or cfg.sampler.backend != "local":
         raise ConfigError(f"policy.latent_dim: {d} needs a built-in env and sampler.backend: local (got "
@@ -117,7 +118,8 @@ def latent_policy(cfg: RLConfig, env: gym.Env, obs_dim: int) -> LatentGaussianPo
     horizon = env.spec.max_episode_steps if env.spec is not None else None
     act_dim = int(np.prod(env.action_space.shape))
     return LatentGaussianPolicy(obs_dim, act_dim, d, cfg.policy.hidden, cfg.policy.activation, cfg.policy.init_std,
-                                scale=math.sqrt((horizon or 1) * cfg.policy.latent_step))
+                                scale=math.sqrt((horizon or 1) * cfg.policy.latent_step),
+                                std_scale=math.sqrt(horizon or 1))
 
 
 def xavier_init(module: nn.Module) -> None:

@@ -87,11 +87,13 @@ class LatentGaussianPolicy(nn.Module):
     code. The first step's advantage is the one that carries z's effect: its baseline sees ``s_0`` (``z`` = 0),
     while the later steps' linear baseline sees ``z``, and least-squares residuals are orthogonal to it.
 
-    ``mu_z = scale * latent_mu`` and ``log sigma_z = scale * latent_log_std`` (both start at 0, so z ~ N(0, I));
-    ``scale = sqrt(horizon * policy.latent_step)``. The losses are means over all steps, of which the latent
-    term has one per episode, so the scale makes the inner step on ``mu_z`` ``latent_step`` times a
-    REINFORCE step on z at ``inner.lr`` (mean over episodes), and leaves the TRPO step, whose natural gradient
-    does not depend on the parameterisation, as it is.
+    ``mu_z = scale * latent_mu`` and ``log sigma_z = std_scale * latent_log_std`` (both start at 0, so
+    z ~ N(0, I)). The losses are means over all steps, of which the latent term has one per episode, so a scale
+    of ``sqrt(horizon * k)`` makes the inner step on that parameter ``k`` times a REINFORCE step on z at
+    ``inner.lr`` (mean over episodes), and leaves the TRPO step, whose natural gradient does not depend on the
+    parameterisation, as it is. The run's policy takes ``k = policy.latent_step`` for the mean and ``k = 1``
+    for the log-std: with 20 episodes a larger step on the log-std moves it by noise alone (measured: the latent's
+    std grew to 15-34 and the adapted policies did worse than before adapting; RESULTS).
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class LatentGaussianPolicy(nn.Module):
         activation: str = "tanh",
         init_std: float = 1.0,
         scale: float = 1.0,
+        std_scale: float | None = None,
         min_log_std: float = -6.0,
     ) -> None:
         super().__init__()
@@ -114,6 +117,7 @@ class LatentGaussianPolicy(nn.Module):
         self.latent_mu = nn.Parameter(torch.zeros(latent_dim))
         self.latent_log_std = nn.Parameter(torch.zeros(latent_dim))
         self.scale = float(scale)
+        self.std_scale = float(scale if std_scale is None else std_scale)
         self.min_log_std = float(min_log_std)
 
     def _distribution(self, obs: torch.Tensor, loc: torch.Tensor, log_std: torch.Tensor,
@@ -122,7 +126,7 @@ class LatentGaussianPolicy(nn.Module):
         z, first = obs[..., self.obs_dim:self.obs_dim + self.latent_dim], obs[..., -1:]
         scale_a = log_std.clamp(min=self.min_log_std).exp().expand_as(loc)
         loc_z = first * (self.scale * latent_mu) + (1 - first) * z
-        scale_z = first * (self.scale * latent_log_std).clamp(min=self.min_log_std).exp() + (1 - first)
+        scale_z = first * (self.std_scale * latent_log_std).clamp(min=self.min_log_std).exp() + (1 - first)
         return Independent(Normal(torch.cat([loc, loc_z], -1), torch.cat([scale_a, scale_z], -1),
                                   validate_args=False), 1, validate_args=False)
 

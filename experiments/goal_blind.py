@@ -7,7 +7,8 @@ The goal is not in the policy's observation, so sampling every goal with the sam
 pre-update episodes; only their rewards, ``-|v - goal| - control``, differ. When the pre-update episodes
 never run faster than a goal, each episode's return is its speed sum minus a constant, so the advantages,
 and with them the inner step, no longer depend on the goal. The pre-update episodes are sampled as the run
-samples them (with its ``explore_std``). For each goal the script reports the share of pre-update live steps
+samples them (with its ``explore_std``); the spread of their speeds over episodes is reported. For each goal the
+script reports the share of pre-update live steps
 faster than the goal, how far the adapted parameters lie from those for the last (reference) goal, relative
 to the step itself (``|theta'_g - theta'_ref| / |theta'_ref - theta|``), the
 mean move of the adapted mean action from the reference's in the pre-update standard deviations, and the
@@ -94,8 +95,12 @@ def measure(path: str, goals: list[float], seed: int) -> dict[str, Any]:
             })
     finally:
         learner.close()
+    per_episode = (speed * episodes.masks).sum(-2) / episodes.masks.sum(-2).clamp(min=1)  # [1, B]
     return {"checkpoint": path, "iteration": int(state["iteration"]), "same_pre_update_episodes": same,
-            "pre_speed": live_mean(speed, episodes.masks), "step_norm": step, "rows": rows}
+            "pre_speed": live_mean(speed, episodes.masks),
+            "pre_episode_speed": {"mean": float(per_episode.mean()), "sd": float(per_episode.std()),
+                                  "min": float(per_episode.min()), "max": float(per_episode.max())},
+            "step_norm": step, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.checkpoints:
             r = measure(path, goals, args.seed)
             results.append(r)
-            print(f"{path} (iteration {r['iteration']}): pre-update speed {r['pre_speed']:.2f} m/s, "
-                  f"the same pre-update episodes for every goal: {r['same_pre_update_episodes']}")
+            e = r["pre_episode_speed"]
+            print(f"{path} (iteration {r['iteration']}): pre-update speed {r['pre_speed']:.2f} m/s (per episode: sd "
+                  f"{e['sd']:.3f}, {e['min']:.2f}-{e['max']:.2f}), the same pre-update episodes for every goal: "
+                  f"{r['same_pre_update_episodes']}")
             for row in r["rows"]:
                 print(f"  goal {row['goal']:4.2f}  pre-update steps faster {row['pre_share_faster']:5.3f}  "
                       f"|theta'_g - theta'_ref| / |step| {row['theta_distance_to_ref']:5.3f}  "

@@ -34,6 +34,9 @@ def test_goals_above_every_sampled_speed_get_the_same_step(script, tmp_path, cap
     assert script.main([str(run / "checkpoints" / "last.pt"), "--goals", "0.0,1.5,1.8,2.0", "--out", str(out)]) == 0
     result = json.loads(out.read_text())["checkpoints"][0]
     assert result["same_pre_update_episodes"] is True
+    e = result["pre_episode_speed"]  # episodes of equal length (no termination): their mean is the steps' mean
+    assert e["mean"] == pytest.approx(result["pre_speed"], rel=1e-5) and e["min"] <= e["mean"] <= e["max"]
+    assert 0 < e["sd"] < e["max"] - e["min"]
     rows = {r["goal"]: r for r in result["rows"]}
     assert [rows[g]["pre_share_faster"] for g in (1.5, 1.8, 2.0)] == [0.0, 0.0, 0.0]
     assert rows[0.0]["pre_share_faster"] > 0.1

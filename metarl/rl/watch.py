@@ -188,6 +188,7 @@ class PolicyFn:
     deterministic: bool = True
 
     def __post_init__(self) -> None:
+        self._latent = int(getattr(self.module, "latent_dim", 0))  # a latent policy's d (policy.latent_dim), else 0
         self.reset()
 
     def reset(self) -> None:
@@ -197,7 +198,7 @@ class PolicyFn:
     def _augmented(self, obs: Any) -> Any:
         """``obs`` as a latent policy sees it, ``cat(obs, z, first)`` (the env observations of
         :class:`metarl.envs.vector.LatentFeedback`); other policies' ``obs`` unchanged."""
-        d = getattr(self.module, "latent_dim", 0)
+        d = self._latent
         if not d:
             return obs
         o = np.asarray(obs, dtype=np.float32)
@@ -209,7 +210,7 @@ class PolicyFn:
         """The action for ``obs``; a latent policy draws its episode's ``z`` (its mean if ``deterministic``)
         at the first call after :meth:`reset` and keeps it, and only the env's coordinates are returned."""
         a = act(self.module, self.params, self._augmented(obs), deterministic=self.deterministic)
-        d = getattr(self.module, "latent_dim", 0)
+        d = self._latent
         if not d:
             return a
         if self._z is None:
